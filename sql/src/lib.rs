@@ -1,0 +1,1 @@
+//! AWS IoT rules SQL engine (placeholder until the SQL issue lands).
