@@ -349,7 +349,9 @@ mod tests {
             let row = REFERENCE
                 .lines()
                 .find(|line| line.starts_with(&format!("| `{}(", function.name)))
-                .unwrap_or_else(|| panic!("{} is missing from docs/sql-functions.md", function.name));
+                .unwrap_or_else(|| {
+                    panic!("{} is missing from docs/sql-functions.md", function.name)
+                });
             let expected = match function.availability {
                 Availability::Edge => "supported",
                 Availability::NeedsAws(_) => "not available at the edge",
@@ -362,7 +364,11 @@ mod tests {
     fn names_are_unique_and_lower_case() {
         for (index, function) in all().iter().enumerate() {
             assert_eq!(function.name, function.name.to_ascii_lowercase());
-            assert!(all()[index + 1..].iter().all(|other| other.name != function.name));
+            assert!(
+                all()[index + 1..]
+                    .iter()
+                    .all(|other| other.name != function.name)
+            );
         }
     }
 }
