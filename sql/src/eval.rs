@@ -33,9 +33,10 @@ impl<'d> Scope<'d> {
     }
 }
 
-pub(crate) fn eval<'d>(expr: &Expr, scope: &Scope<'d>) -> Datum<'d> {
+/// Evaluates `expr`; literals are lent from the tree, which outlives the evaluation.
+pub(crate) fn eval<'d>(expr: &'d Expr, scope: &Scope<'d>) -> Datum<'d> {
     match expr {
-        Expr::Literal(value) => owned(value.clone()),
+        Expr::Literal(value) => Some(Cow::Borrowed(value)),
         Expr::Field(name) => scope.document?.get(&**name).map(Cow::Borrowed),
         Expr::Member(base, name) => member(eval(base, scope)?, name),
         Expr::Index(base, index) => {
@@ -53,7 +54,11 @@ pub(crate) fn eval<'d>(expr: &Expr, scope: &Scope<'d>) -> Datum<'d> {
         Expr::Case(case) => eval_case(case, scope),
         Expr::Call(call) => {
             let args = call.args.iter().map(|arg| eval(arg, scope)).collect();
-            (call.function.evaluate)(Invocation { args, call, scope })
+            (call.function.evaluate)(Invocation {
+                args,
+                call,
+                scope: *scope,
+            })
         }
         Expr::Cast(value, target) => cast(&*eval(value, scope)?, *target),
         Expr::Object(members) => {
@@ -174,7 +179,7 @@ fn order(left: &Value, right: &Value) -> Option<Ordering> {
     compare_numbers(to_decimal(left)?, to_decimal(right)?)
 }
 
-fn eval_case<'d>(case: &Case, scope: &Scope<'d>) -> Datum<'d> {
+fn eval_case<'d>(case: &'d Case, scope: &Scope<'d>) -> Datum<'d> {
     let operand = match &case.operand {
         Some(operand) => Some(eval(operand, scope)?),
         None => None,
@@ -211,7 +216,7 @@ pub(crate) fn cast<'d>(value: &Value, target: CastType) -> Datum<'d> {
 /// A nested `(SELECT ... FROM path WHERE ...)`: over an array, the array of each element's
 /// result (elements failing WHERE or selecting Undefined are left out); over an object, that one
 /// result; over anything else, Undefined.
-fn subquery<'d>(query: &Query, scope: &Scope<'d>) -> Datum<'d> {
+fn subquery<'d>(query: &'d Query, scope: &Scope<'d>) -> Datum<'d> {
     let source = eval(query.source.as_ref()?, scope)?;
     let select = |document: &Value| {
         let inner = Scope {
@@ -236,7 +241,7 @@ fn subquery<'d>(query: &Query, scope: &Scope<'d>) -> Datum<'d> {
 }
 
 /// The value a SELECT list produces for `scope`'s document; `SELECT *` alone is the document.
-pub(crate) fn project(projection: &Projection, scope: &Scope<'_>) -> Option<Value> {
+pub(crate) fn project<'d>(projection: &'d Projection, scope: &Scope<'d>) -> Option<Value> {
     match projection {
         Projection::Value(expr) => eval(expr, scope).map(Cow::into_owned),
         Projection::Fields { wildcard, items } if items.is_empty() && *wildcard => {

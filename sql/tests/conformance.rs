@@ -493,10 +493,10 @@ fn math_functions() {
     assert_evals(&[
         ("abs(-5)", json!(5)),
         ("abs('-5.123')", json!(5.123)),
-        ("acos(0)", json!(1.570_796_326_794_896_6)),
+        ("acos(0)", json!(std::f64::consts::FRAC_PI_2)),
         ("asin(0)", json!(0)),
         ("atan(0)", json!(0)),
-        ("atan2(1, 0)", json!(1.570_796_326_794_896_6)),
+        ("atan2(1, 0)", json!(std::f64::consts::FRAC_PI_2)),
         ("ceil(1.2)", json!(2)),
         ("ceil(-1.2)", json!(-1)),
         ("cos(0)", json!(1)),

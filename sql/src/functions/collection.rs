@@ -10,7 +10,7 @@ use crate::value::{Datum, datum_text, owned, to_decimal};
 
 /// `get(collection, key)`: an array element or string character by 0-based position, or an
 /// object member by string key.
-pub(super) fn get<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn get<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let key = inv.take(1)?;
     let collection = inv.take(0)?;
     match (&*collection, &*key) {
@@ -35,7 +35,7 @@ pub(super) fn get<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
     }
 }
 
-pub(super) fn concat<'d>(inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn concat<'d>(inv: Invocation<'d>) -> Datum<'d> {
     concat_values(inv.args)
 }
 
@@ -73,12 +73,12 @@ pub(crate) fn concat_values(args: Vec<Datum<'_>>) -> Datum<'_> {
     owned(Value::String(text))
 }
 
-pub(super) fn is<'d>(inv: Invocation<'_, 'd>, test: fn(Option<&Value>) -> bool) -> Datum<'d> {
+pub(super) fn is<'d>(inv: Invocation<'d>, test: fn(Option<&Value>) -> bool) -> Datum<'d> {
     owned(Value::Bool(test(inv.arg(0))))
 }
 
 /// `nanvl(value, fallback)`: the fallback when value is Undefined, Null or not a number.
-pub(super) fn nanvl<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn nanvl<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     match inv.arg(0) {
         None | Some(Value::Null) => inv.take(1),
         _ => inv.take(0),
@@ -86,13 +86,13 @@ pub(super) fn nanvl<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
 }
 
 /// `get_or_default(value, default)`: the default when value is Undefined.
-pub(super) fn get_or_default<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn get_or_default<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     inv.take(0).or_else(|| inv.take(1))
 }
 
 /// `transform('enrichArray', object, array)`: each object of the array with the object's members
 /// added.
-pub(super) fn transform<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn transform<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let mode = inv.take(0)?;
     if mode.as_str() != Some("enrichArray") {
         return None;

@@ -20,7 +20,7 @@ const MQTT_PROPERTIES: [&str; 4] = [
     "correlation_data",
 ];
 
-pub(super) fn topic<'d>(inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn topic<'d>(inv: Invocation<'d>) -> Datum<'d> {
     let topic = inv.message().topic;
     if inv.args.is_empty() {
         return owned(Value::String(topic.to_owned()));
@@ -31,20 +31,20 @@ pub(super) fn topic<'d>(inv: Invocation<'_, 'd>) -> Datum<'d> {
 }
 
 /// The publishing client's id, or `n/a` as AWS answers for messages that did not come over MQTT.
-pub(super) fn clientid<'d>(inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn clientid<'d>(inv: Invocation<'d>) -> Datum<'d> {
     let id = inv.message().client_id.unwrap_or("n/a");
     owned(Value::String(id.to_owned()))
 }
 
-pub(super) fn timestamp<'d>(inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn timestamp<'d>(inv: Invocation<'d>) -> Datum<'d> {
     owned(Value::from(inv.message().timestamp_ms))
 }
 
-pub(super) fn newuuid<'d>(_: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn newuuid<'d>(_: Invocation<'d>) -> Datum<'d> {
     owned(Value::String(uuid::Uuid::new_v4().to_string()))
 }
 
-pub(super) fn sql_version<'d>(_: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn sql_version<'d>(_: Invocation<'d>) -> Datum<'d> {
     owned(Value::String(SQL_VERSION.to_owned()))
 }
 
@@ -66,7 +66,7 @@ pub(super) fn check_mqtt_property(args: &[Expr]) -> Result<Prepared, String> {
 
 /// `get_mqtt_property(name)`: the property of the publish, Undefined when absent. Correlation
 /// data is binary and comes back base64-encoded.
-pub(super) fn get_mqtt_property<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn get_mqtt_property<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let name = inv.text(0)?.to_ascii_lowercase();
     let mqtt = inv.message().mqtt;
     let value = match name.as_str() {
@@ -84,7 +84,7 @@ pub(super) fn get_mqtt_property<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
 
 /// `get_user_properties(key)`: every value sent under `key`, in order (Undefined if none);
 /// without a key, every property as a `{key: value}` object.
-pub(super) fn get_user_properties<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn get_user_properties<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let properties = &inv.message().mqtt.user_properties;
     let values: Vec<Value> = if inv.args.is_empty() {
         properties

@@ -43,7 +43,7 @@ pub(super) fn check_decode(args: &[Expr]) -> Result<Prepared, String> {
     check_scheme(args, "decode")
 }
 
-pub(super) fn encode<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn encode<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let encoded = if matches!(inv.call.args.first(), Some(Expr::Payload)) {
         STANDARD.encode(inv.message().raw_payload)
     } else {
@@ -54,7 +54,7 @@ pub(super) fn encode<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
 
 /// Decoded JSON comes back as a value one can address (`decode(x, 'base64').temperature`);
 /// other bytes as a string; text that is not base64 as Null, as AWS documents.
-pub(super) fn decode<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn decode<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let text = inv.text(0)?;
     let Ok(bytes) = STANDARD.decode(text.trim().as_bytes()) else {
         return owned(Value::Null);
@@ -66,7 +66,7 @@ pub(super) fn decode<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
 }
 
 /// A hash of the argument's text, as lower-case hex.
-pub(super) fn hash<'d, H: Digest>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn hash<'d, H: Digest>(mut inv: Invocation<'d>) -> Datum<'d> {
     let digest = H::digest(inv.text(0)?.as_bytes());
     let hex = digest.iter().fold(String::new(), |mut hex, byte| {
         hex.push_str(&format!("{byte:02x}"));

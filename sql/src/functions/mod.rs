@@ -66,7 +66,7 @@ pub(crate) enum Prepared {
     DatePattern(time::Pattern),
 }
 
-pub(crate) type Evaluate = for<'c, 'd> fn(Invocation<'c, 'd>) -> Datum<'d>;
+pub(crate) type Evaluate = for<'d> fn(Invocation<'d>) -> Datum<'d>;
 pub(crate) type Prepare = fn(&[Expr]) -> Result<Prepared, String>;
 
 /// One entry of the function table.
@@ -138,13 +138,13 @@ impl Function {
 }
 
 /// A call being evaluated: its evaluated arguments, the call node and the scope.
-pub(crate) struct Invocation<'c, 'd> {
+pub(crate) struct Invocation<'d> {
     pub args: Vec<Datum<'d>>,
-    pub call: &'c Call,
-    pub scope: &'c Scope<'d>,
+    pub call: &'d Call,
+    pub scope: Scope<'d>,
 }
 
-impl<'d> Invocation<'_, 'd> {
+impl<'d> Invocation<'d> {
     /// Moves argument `index` out (Undefined if absent).
     fn take(&mut self, index: usize) -> Datum<'d> {
         self.args.get_mut(index).and_then(Option::take)

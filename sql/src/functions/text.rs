@@ -18,16 +18,16 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Padding counts are clamped to this, as AWS documents.
 const MAX_PADDING: f64 = 1000.0;
 
-pub(super) fn map<'d>(mut inv: Invocation<'_, 'd>, f: fn(&str) -> String) -> Datum<'d> {
+pub(super) fn map<'d>(mut inv: Invocation<'d>, f: fn(&str) -> String) -> Datum<'d> {
     owned(Value::String(f(&inv.text(0)?)))
 }
 
-pub(super) fn measure<'d>(mut inv: Invocation<'_, 'd>, f: fn(&str) -> usize) -> Datum<'d> {
+pub(super) fn measure<'d>(mut inv: Invocation<'d>, f: fn(&str) -> usize) -> Datum<'d> {
     owned(Value::from(f(&inv.text(0)?)))
 }
 
 /// `startswith`, `endswith`.
-pub(super) fn test2<'d>(mut inv: Invocation<'_, 'd>, f: fn(&str, &str) -> bool) -> Datum<'d> {
+pub(super) fn test2<'d>(mut inv: Invocation<'d>, f: fn(&str, &str) -> bool) -> Datum<'d> {
     let (a, b) = (inv.text(0)?, inv.text(1)?);
     owned(Value::Bool(f(&a, &b)))
 }
@@ -52,7 +52,7 @@ pub(super) enum Side {
 }
 
 /// `lpad`/`rpad` add that many spaces (not pad to a width).
-pub(super) fn pad<'d>(mut inv: Invocation<'_, 'd>, side: Side) -> Datum<'d> {
+pub(super) fn pad<'d>(mut inv: Invocation<'d>, side: Side) -> Datum<'d> {
     let count = inv.decimal(1)?.as_f64().floor().clamp(0.0, MAX_PADDING) as usize;
     let text = inv.text(0)?;
     let spaces = " ".repeat(count);
@@ -62,7 +62,7 @@ pub(super) fn pad<'d>(mut inv: Invocation<'_, 'd>, side: Side) -> Datum<'d> {
     }))
 }
 
-pub(super) fn indexof<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn indexof<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let (text, part) = (inv.text(0)?, inv.text(1)?);
     let index = text
         .find(&*part)
@@ -71,7 +71,7 @@ pub(super) fn indexof<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
 }
 
 /// `substring(text, start[, end])`: indices clamped to the text, empty when start >= end.
-pub(super) fn substring<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn substring<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let text = inv.text(0)?;
     let length = text.chars().count();
     let clamp = |n: f64| n.floor().clamp(0.0, length as f64) as usize;
@@ -88,13 +88,13 @@ pub(super) fn substring<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
     owned(Value::String(part))
 }
 
-pub(super) fn replace<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn replace<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let (text, from, to) = (inv.text(0)?, inv.text(1)?, inv.text(2)?);
     owned(Value::String(text.replace(&*from, &to)))
 }
 
 /// `chr(code)`: the ASCII character for a code in 0..=127.
-pub(super) fn chr<'d>(inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn chr<'d>(inv: Invocation<'d>) -> Datum<'d> {
     let code = u8::try_from(inv.decimal(0)?.floor()?).ok()?;
     code.is_ascii()
         .then(|| owned(Value::String(char::from(code).to_string())))?
@@ -117,7 +117,7 @@ pub(super) fn check_regexp(args: &[Expr]) -> Result<Prepared, String> {
 }
 
 /// The call's pattern: compiled at load if literal, otherwise now (Undefined if invalid).
-fn pattern<'p>(inv: &'p mut Invocation<'_, '_>) -> Option<Cow<'p, Regex>> {
+fn pattern<'p>(inv: &'p mut Invocation<'_>) -> Option<Cow<'p, Regex>> {
     if let Prepared::Regex(regex) = &inv.call.prepared {
         return Some(Cow::Borrowed(regex));
     }
@@ -125,20 +125,20 @@ fn pattern<'p>(inv: &'p mut Invocation<'_, '_>) -> Option<Cow<'p, Regex>> {
     compile(&text).ok().map(Cow::Owned)
 }
 
-pub(super) fn regexp_matches<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn regexp_matches<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let text = inv.text(0)?;
     let matched = pattern(&mut inv)?.is_match(&text);
     owned(Value::Bool(matched))
 }
 
 /// First match of the pattern; Undefined when there is none.
-pub(super) fn regexp_substr<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn regexp_substr<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let text = inv.text(0)?;
     let found = pattern(&mut inv)?.find(&text)?.as_str().to_owned();
     owned(Value::String(found))
 }
 
-pub(super) fn regexp_replace<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn regexp_replace<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let text = inv.text(0)?;
     let replacement = java_replacement(&inv.text(2)?);
     let replaced = pattern(&mut inv)?

@@ -399,7 +399,7 @@ pub(super) fn check_time_to_epoch(args: &[Expr]) -> Result<Prepared, String> {
 }
 
 /// The call's pattern, compiled at load when literal.
-fn pattern(inv: &mut Invocation<'_, '_>, index: usize) -> Option<Pattern> {
+fn pattern(inv: &mut Invocation<'_>, index: usize) -> Option<Pattern> {
     if let Prepared::DatePattern(pattern) = &inv.call.prepared {
         return Some(pattern.clone());
     }
@@ -407,7 +407,7 @@ fn pattern(inv: &mut Invocation<'_, '_>, index: usize) -> Option<Pattern> {
 }
 
 /// `parse_time(pattern, epoch_ms[, zone])`, zone UTC by default.
-pub(super) fn parse_time<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn parse_time<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let millis = inv.decimal(1)?.floor()?;
     let zone = match inv.args.len() {
         3 => zone(&inv.text(2)?)?,
@@ -419,7 +419,7 @@ pub(super) fn parse_time<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
 }
 
 /// `time_to_epoch(text, pattern)`: epoch milliseconds, in UTC unless the text names a zone.
-pub(super) fn time_to_epoch<'d>(mut inv: Invocation<'_, 'd>) -> Datum<'d> {
+pub(super) fn time_to_epoch<'d>(mut inv: Invocation<'d>) -> Datum<'d> {
     let text = inv.text(0)?;
     let pattern = pattern(&mut inv, 1)?;
     owned(Value::from(pattern.parse(&text)?.as_millisecond()))
