@@ -1,0 +1,59 @@
+//! What the s3 and sns sinks share about AWS: loading the standard
+//! configuration and sorting SDK errors into worth-retrying or not.
+//! Credentials stay inside the SDK's configuration and are never logged.
+
+use super::destination::DeliveryError;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use std::error::Error;
+
+/// The AWS configuration from the standard chain: environment, profile,
+/// instance role.
+pub(crate) async fn load_standard_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+/// Turns a failed SDK call into a delivery error. `operation` names the call
+/// and its input (`PutObject s3://bucket/key`) for the log.
+///
+/// Only rejections of the request itself are permanent. Missing buckets or
+/// topics and denied access are retried: an operator can fix them while the
+/// attempts last, and a restarted S3-compatible store may not have its
+/// buckets back yet. Some services report throttling, timeouts and expired
+/// credentials as 400, so those codes are retried too.
+pub(crate) fn classify<E>(operation: &str, error: SdkError<E, HttpResponse>) -> DeliveryError
+where
+    E: Error + ProvideErrorMetadata + 'static,
+{
+    let permanent = match &error {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::ServiceError(service) => {
+            let rejected = matches!(service.raw().status().as_u16(), 400 | 405 | 411 | 413 | 414);
+            let code = service.err().code().unwrap_or_default();
+            rejected && !TRANSIENT_CODES.contains(&code)
+        }
+        _ => false,
+    };
+    let cause = format!("{operation}: {}", DisplayErrorContext(&error));
+    if permanent {
+        DeliveryError::permanent(cause)
+    } else {
+        DeliveryError::transient(cause)
+    }
+}
+
+/// Error codes that come with a 400 status but pass with time.
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestTimeout",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+];

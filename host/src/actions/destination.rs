@@ -1,0 +1,88 @@
+//! The service behind a sink's workers: built once from a validated
+//! configuration, it makes one delivery attempt and says whether another attempt
+//! could succeed. Queues and retries are the worker's job.
+
+use super::config::DestinationSettings;
+use super::file::FileSink;
+use super::republish::RepublishSink;
+use super::s3::S3Sink;
+use super::sns::SnsSink;
+use super::{Delivery, SinkEnv};
+use anyhow::Context as _;
+
+/// Why one delivery attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeliveryError {
+    pub cause: String,
+    /// `false` when the delivery itself is at fault and retrying cannot help.
+    pub retryable: bool,
+}
+
+impl DeliveryError {
+    /// A failure that may pass: the service was unreachable, slow or busy.
+    pub fn transient(cause: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that repeats on every attempt: the delivery cannot be sent.
+    pub fn permanent(cause: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// One sink's client, of the sink's kind.
+pub(crate) enum Destination {
+    S3(S3Sink),
+    Sns(SnsSink),
+    File(FileSink),
+    Mqtt(RepublishSink),
+}
+
+impl Destination {
+    pub async fn build(
+        name: &str,
+        settings: DestinationSettings,
+        env: &mut SinkEnv,
+    ) -> anyhow::Result<Destination> {
+        Ok(match settings {
+            DestinationSettings::S3 {
+                bucket,
+                aws,
+                path_style,
+            } => Destination::S3(S3Sink::new(env.aws().await, &aws, bucket, path_style)),
+            DestinationSettings::Sns { topic_arn, aws } => {
+                Destination::Sns(SnsSink::new(env.aws().await, &aws, topic_arn))
+            }
+            DestinationSettings::File { directory } => Destination::File(
+                FileSink::open(directory)
+                    .await
+                    .with_context(|| format!("preparing the directory of file sink `{name}`"))?,
+            ),
+            DestinationSettings::Mqtt => {
+                let publisher = env.publisher.clone().with_context(|| {
+                    format!(
+                        "mqtt sink `{name}` needs the gateway's MQTT connection, \
+                         but none was given (SinkEnv::publisher)"
+                    )
+                })?;
+                Destination::Mqtt(RepublishSink::new(publisher))
+            }
+        })
+    }
+
+    /// Makes one attempt at `delivery`, whose target the caller checked fits.
+    pub async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        match self {
+            Destination::S3(sink) => sink.deliver(delivery).await,
+            Destination::Sns(sink) => sink.deliver(delivery).await,
+            Destination::File(sink) => sink.deliver(delivery).await,
+            Destination::Mqtt(sink) => sink.deliver(delivery).await,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The mqtt sink: republishes each delivery to its device topic through the
+//! gateway's own MQTT connection (a [`Publisher`]). Topics no broker would
+//! accept for a publish fail at once.
+
+use super::destination::DeliveryError;
+use super::{Delivery, Publisher, Target};
+use std::sync::Arc;
+
+/// MQTT encodes a topic's length in two bytes.
+const MAX_TOPIC_BYTES: usize = u16::MAX as usize;
+
+pub(crate) struct RepublishSink {
+    publisher: Arc<dyn Publisher>,
+}
+
+impl RepublishSink {
+    pub fn new(publisher: Arc<dyn Publisher>) -> Self {
+        RepublishSink { publisher }
+    }
+
+    pub async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let Target::Publish {
+            topic,
+            qos,
+            retain,
+            user_properties,
+        } = &delivery.target
+        else {
+            return Err(DeliveryError::permanent(
+                "an mqtt sink takes only publish deliveries",
+            ));
+        };
+        check_topic(topic)?;
+        self.publisher
+            .publish(
+                topic,
+                delivery.payload.clone(),
+                *qos,
+                *retain,
+                user_properties,
+            )
+            .await
+            .map_err(|cause| DeliveryError::transient(format!("publishing to {topic:?}: {cause}")))
+    }
+}
+
+/// A topic name for a publish: not empty, no wildcards, no NUL, within MQTT's
+/// length limit.
+fn check_topic(topic: &str) -> Result<(), DeliveryError> {
+    let why = if topic.is_empty() {
+        "it is empty"
+    } else if topic.contains(['+', '#']) {
+        "wildcards `+` and `#` are for subscriptions only"
+    } else if topic.contains('\0') {
+        "it contains a NUL character"
+    } else if topic.len() > MAX_TOPIC_BYTES {
+        "it is longer than 65535 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(DeliveryError::permanent(format!(
+        "cannot publish to topic {topic:?}: {why}"
+    )))
+}

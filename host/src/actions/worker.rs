@@ -1,0 +1,213 @@
+//! One sink's queue and workers: a bounded queue (submitters wait for room),
+//! `concurrency` workers each taking the deliveries of their ordering keys in
+//! order, and the retry loop with exponential backoff and jitter.
+
+use super::config::{DeliveryPolicy, SinkKind};
+use super::destination::{DeliveryError, Destination};
+use super::stats::{SinkCounters, SinkStats};
+use super::{Delivery, FailedDelivery, SubmitError};
+use rand::Rng as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A running sink: where [`super::Sinks`] queues its deliveries.
+pub(crate) struct SinkLane {
+    kind: SinkKind,
+    /// One permit per delivery the sink may hold; a permit is returned when its
+    /// delivery is finished, which bounds memory however slow the service is.
+    room: Arc<Semaphore>,
+    /// The queue of each worker. They are unbounded channels, but together
+    /// never hold more than `room` allows.
+    workers: Vec<mpsc::UnboundedSender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+    counters: Arc<SinkCounters>,
+    name: Arc<str>,
+}
+
+/// A delivery waiting for, or in, a worker.
+struct Job {
+    delivery: Delivery,
+    submitted_at: Instant,
+    _room: OwnedSemaphorePermit,
+}
+
+impl SinkLane {
+    pub fn start(
+        name: &str,
+        kind: SinkKind,
+        destination: Destination,
+        policy: DeliveryPolicy,
+        failures: mpsc::Sender<FailedDelivery>,
+    ) -> Self {
+        let name: Arc<str> = name.into();
+        let destination = Arc::new(destination);
+        let counters = Arc::new(SinkCounters::default());
+        let (workers, handles) = (0..policy.concurrency)
+            .map(|_| {
+                let (queue, jobs) = mpsc::unbounded_channel();
+                let worker = Worker {
+                    sink: Arc::clone(&name),
+                    destination: Arc::clone(&destination),
+                    policy,
+                    counters: Arc::clone(&counters),
+                    failures: failures.clone(),
+                };
+                (queue, tokio::spawn(worker.run(jobs)))
+            })
+            .unzip();
+        SinkLane {
+            kind,
+            room: Arc::new(Semaphore::new(policy.queue_capacity)),
+            workers,
+            handles,
+            counters,
+            name,
+        }
+    }
+
+    pub fn kind(&self) -> SinkKind {
+        self.kind
+    }
+
+    pub fn stats(&self) -> SinkStats {
+        self.counters.snapshot()
+    }
+
+    /// Waits for room, then hands `delivery` to the worker of its ordering key.
+    pub async fn submit(&self, delivery: Delivery) -> Result<(), SubmitError> {
+        let stopped = || SubmitError::Stopped {
+            sink: self.name.to_string(),
+        };
+        let room = Arc::clone(&self.room)
+            .acquire_owned()
+            .await
+            .map_err(|_| stopped())?;
+        // `workers` is never empty: `concurrency` is validated to be at least 1.
+        let index = delivery.ordering_key % self.workers.len() as u64;
+        let queue = &self.workers[index as usize];
+        self.counters.queued();
+        let job = Job {
+            delivery,
+            submitted_at: Instant::now(),
+            _room: room,
+        };
+        queue.send(job).map_err(|_| {
+            self.counters.withdrawn();
+            stopped()
+        })
+    }
+
+    /// Stops taking work; the returned future finishes once the workers have
+    /// delivered everything queued.
+    pub fn close(self) -> impl Future<Output = ()> {
+        let SinkLane {
+            workers,
+            handles,
+            name,
+            ..
+        } = self;
+        drop(workers);
+        async move {
+            for handle in handles {
+                if let Err(error) = handle.await {
+                    tracing::error!(sink = %name, %error, "a sink worker ended abnormally");
+                }
+            }
+        }
+    }
+}
+
+/// Delivers the jobs of some ordering keys, one at a time.
+struct Worker {
+    sink: Arc<str>,
+    destination: Arc<Destination>,
+    policy: DeliveryPolicy,
+    counters: Arc<SinkCounters>,
+    failures: mpsc::Sender<FailedDelivery>,
+}
+
+impl Worker {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            self.deliver(job).await;
+        }
+    }
+
+    /// Tries `job` until it is delivered, cannot succeed, or has used its
+    /// attempts; then reports a failure. The job's queue room is held until
+    /// the end, so a failing sink slows its submitters instead of piling up.
+    async fn deliver(&self, job: Job) {
+        let Job {
+            delivery,
+            submitted_at,
+            _room,
+        } = job;
+        let mut attempt = 1;
+        loop {
+            let error = match self.attempt(&delivery).await {
+                Ok(()) => {
+                    self.counters.delivered(submitted_at.elapsed());
+                    return;
+                }
+                Err(error) => error,
+            };
+            if error.retryable && attempt < self.policy.attempts {
+                tracing::warn!(
+                    rule = %delivery.rule, sink = %self.sink, attempt, cause = %error.cause,
+                    "delivery failed; retrying"
+                );
+                self.counters.retried();
+                tokio::time::sleep(backoff(&self.policy, attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            tracing::error!(
+                rule = %delivery.rule, sink = %self.sink, attempt, cause = %error.cause,
+                "delivery failed; handing it to the rule's error action"
+            );
+            self.counters.failed();
+            let failed = FailedDelivery {
+                sink: self.sink.to_string(),
+                delivery,
+                cause: error.cause,
+                attempts: attempt,
+            };
+            if self.failures.send(failed).await.is_err() {
+                tracing::error!(sink = %self.sink, "nobody handles failed deliveries any more; dropped one");
+            }
+            return;
+        }
+    }
+
+    /// One attempt, bounded by the sink's timeout so that a hung service
+    /// cannot hold a worker forever.
+    async fn attempt(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let timeout = self.policy.timeout;
+        tokio::time::timeout(timeout, self.destination.deliver(delivery))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::transient(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
+            })
+    }
+}
+
+/// The wait after failed attempt `attempt` (1-based): the initial backoff
+/// doubled per attempt, capped, with "equal jitter" — half of it fixed, half
+/// random — so that retries from many workers spread out yet never shrink to
+/// nothing.
+fn backoff(policy: &DeliveryPolicy, attempt: u32) -> Duration {
+    let doubling = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let capped = policy
+        .initial_backoff
+        .saturating_mul(doubling)
+        .min(policy.max_backoff);
+    let half = capped / 2;
+    let half_micros = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
+    half + Duration::from_micros(rand::rng().random_range(0..=half_micros))
+}

@@ -1,0 +1,871 @@
+//! The actions stage against real services on loopback: S3 and SNS (moto),
+//! device topics (Mosquitto) and local files, through `Sinks` as the pipeline
+//! uses it — including dead services, failing deliveries, order and
+//! backpressure.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::mosquitto::Mosquitto;
+use harness::moto::Moto;
+use rulegate::actions::{
+    Delivery, FailedDelivery, Publisher, SinkConfig, SinkConfigError, SinkEnv, SinkKind, SinkStats,
+    Sinks, SubmitError, Target,
+};
+use rulegate::message::{Property, QoS};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, timeout};
+
+/// The longest any single wait in these tests may take.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- helpers ---
+
+/// The `[sinks.NAME]` tables of a gateway configuration file.
+fn sink_tables(toml_text: &str) -> BTreeMap<String, SinkConfig> {
+    let mut file: BTreeMap<String, BTreeMap<String, SinkConfig>> =
+        toml::from_str(toml_text).unwrap_or_else(|error| panic!("bad test TOML: {error}"));
+    file.remove("sinks").expect("the TOML has [sinks.*] tables")
+}
+
+fn object(key: &str, payload: impl Into<Bytes>) -> Delivery {
+    Delivery {
+        rule: Arc::from("soil_archive"),
+        ordering_key: 1,
+        payload: payload.into(),
+        target: Target::Object {
+            key: key.to_owned(),
+        },
+    }
+}
+
+fn publish(topic: &str, ordering_key: u64, payload: impl Into<Bytes>) -> Delivery {
+    Delivery {
+        rule: Arc::from("humidity_alert"),
+        ordering_key,
+        payload: payload.into(),
+        target: Target::Publish {
+            topic: topic.to_owned(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            user_properties: Vec::new(),
+        },
+    }
+}
+
+fn notification(subject: Option<&str>, payload: impl Into<Bytes>) -> Delivery {
+    Delivery {
+        rule: Arc::from("humidity_alert"),
+        ordering_key: 1,
+        payload: payload.into(),
+        target: Target::Notification {
+            subject: subject.map(String::from),
+            attributes: vec![Property {
+                key: "device".into(),
+                value: "soilSensor3".into(),
+            }],
+        },
+    }
+}
+
+async fn start(
+    configs: &BTreeMap<String, SinkConfig>,
+    env: SinkEnv,
+) -> (Sinks, mpsc::Receiver<FailedDelivery>) {
+    let (failures, failed) = mpsc::channel(64);
+    let sinks = Sinks::start(configs, env, failures)
+        .await
+        .unwrap_or_else(|error| panic!("starting the sinks: {error:#}"));
+    (sinks, failed)
+}
+
+fn stats_of(sinks: &Sinks, sink: &str) -> SinkStats {
+    sinks
+        .stats()
+        .into_iter()
+        .find_map(|(name, stats)| (name == sink).then_some(stats))
+        .unwrap_or_else(|| panic!("no stats for sink {sink}"))
+}
+
+/// Polls `condition` until it holds; panics naming `what` after [`PATIENCE`].
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("gave up waiting: {what}"))
+}
+
+async fn next_failure(failed: &mut mpsc::Receiver<FailedDelivery>) -> FailedDelivery {
+    within("a failed delivery", failed.recv())
+        .await
+        .expect("the failures channel stays open while the sinks run")
+}
+
+fn file_sink(directory: &Path) -> BTreeMap<String, SinkConfig> {
+    sink_tables(&format!(
+        "[sinks.local]\ntype = \"file\"\ndirectory = {:?}\n",
+        directory.display().to_string()
+    ))
+}
+
+// ------------------------------------------------- an MQTT client for tests ---
+
+fn rumqttc_qos(qos: QoS) -> rumqttc::QoS {
+    match qos {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+/// Connects to `broker` and keeps the connection's event loop running; each
+/// incoming publish goes to the returned channel.
+async fn mqtt_client(
+    broker: &Mosquitto,
+    client_id: &str,
+) -> (
+    rumqttc::AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::Publish>,
+) {
+    let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 256);
+    let (incoming, received) = mpsc::unbounded_channel();
+    let (connected, is_connected) = tokio::sync::oneshot::channel();
+    // The event loop stops once every client handle is gone; this one keeps
+    // it serving until the test's runtime ends.
+    let keep_serving = client.clone();
+    tokio::spawn(async move {
+        let _keep_serving = keep_serving;
+        let mut connected = Some(connected);
+        loop {
+            match event_loop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    if let Some(connected) = connected.take() {
+                        let _ = connected.send(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(message))) => {
+                    // A publish-only client has nobody reading; that is fine.
+                    let _ = incoming.send(message);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    within("connecting to mosquitto", is_connected)
+        .await
+        .expect("the event loop reports the connection");
+    (client, received)
+}
+
+/// Subscribes to `filter` and returns the messages that arrive on it.
+async fn subscriber(broker: &Mosquitto, filter: &str) -> mpsc::UnboundedReceiver<rumqttc::Publish> {
+    let (client, received) = mqtt_client(broker, "test-subscriber").await;
+    client
+        .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribing");
+    // Mosquitto handles one connection's packets in order: once a probe
+    // published after both subscriptions comes back, they are in place.
+    let mut received = received;
+    let probe = "probe/subscribed";
+    client
+        .subscribe(probe, rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribing to the probe");
+    client
+        .publish(probe, rumqttc::QoS::AtLeastOnce, false, "probe")
+        .await
+        .expect("publishing the probe");
+    let echo = within("the subscription to take effect", received.recv())
+        .await
+        .expect("the subscriber runs");
+    assert_eq!(echo.topic, probe);
+    client
+        .unsubscribe(probe)
+        .await
+        .expect("unsubscribing the probe");
+    received
+}
+
+/// The gateway's side of the mqtt sink, as a plain MQTT 3.1.1 client.
+struct MqttPublisher {
+    client: rumqttc::AsyncClient,
+}
+
+impl MqttPublisher {
+    async fn connect(broker: &Mosquitto) -> Arc<Self> {
+        let (client, _) = mqtt_client(broker, "test-gateway").await;
+        Arc::new(MqttPublisher { client })
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for MqttPublisher {
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        _user_properties: &[Property],
+    ) -> Result<(), String> {
+        self.client
+            .publish_bytes(topic, rumqttc_qos(qos), retain, payload)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// A publisher that holds every publish until the test lets it through: a
+/// stand-in for a slow broker connection.
+struct GatedPublisher {
+    gate: Semaphore,
+    inner: Arc<MqttPublisher>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for GatedPublisher {
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        user_properties: &[Property],
+    ) -> Result<(), String> {
+        self.gate
+            .acquire()
+            .await
+            .map_err(|error| error.to_string())?
+            .forget();
+        self.inner
+            .publish(topic, payload, qos, retain, user_properties)
+            .await
+    }
+}
+
+// ------------------------------------------------------------ configuration ---
+
+#[test]
+fn sink_tables_of_every_kind_parse_and_validate() {
+    let configs = sink_tables(
+        r#"
+        [sinks.archive]
+        type = "s3"
+        bucket = "sensor-archive"
+        region = "eu-west-1"
+        endpoint = "http://127.0.0.1:9000"
+        path_style = true
+
+        [sinks.alerts]
+        type = "sns"
+        topic_arn = "arn:aws:sns:eu-west-1:123456789012:alerts"
+        attempts = 3
+
+        [sinks.local]
+        type = "file"
+        directory = "/var/lib/rulegate/out"
+
+        [sinks.devices]
+        type = "mqtt"
+        queue_capacity = 16
+        concurrency = 1
+        "#,
+    );
+    let kinds: Vec<(&str, SinkKind)> = configs
+        .iter()
+        .map(|(name, config)| (name.as_str(), config.kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("alerts", SinkKind::Sns),
+            ("archive", SinkKind::S3),
+            ("devices", SinkKind::Mqtt),
+            ("local", SinkKind::File),
+        ]
+    );
+    for (name, config) in &configs {
+        config.validate(name).expect("a valid sink table");
+    }
+    assert_eq!(configs["alerts"].attempts, 3);
+    assert_eq!(configs["archive"].attempts, 5, "default attempts");
+    assert_eq!(configs["archive"].initial_backoff_ms, 200);
+    assert_eq!(configs["archive"].max_backoff_ms, 30_000);
+    assert_eq!(configs["archive"].queue_capacity, 1024);
+    assert_eq!(configs["archive"].concurrency, 4);
+}
+
+#[test]
+fn unknown_sink_key_is_rejected_naming_the_key() {
+    let error = toml::from_str::<BTreeMap<String, BTreeMap<String, SinkConfig>>>(
+        "[sinks.archive]\ntype = \"s3\"\nbukket = \"x\"\n",
+    )
+    .expect_err("a misspelt key");
+    assert!(error.to_string().contains("bukket"), "{error}");
+}
+
+#[test]
+fn keys_that_do_not_fit_the_sink_type_are_rejected_naming_them() {
+    let configs = sink_tables(
+        r#"
+        [sinks.local]
+        type = "file"
+        directory = "out"
+        bucket = "sensor-archive"
+
+        [sinks.archive]
+        type = "s3"
+
+        [sinks.devices]
+        type = "mqtt"
+        concurrency = 0
+        "#,
+    );
+    let error = configs["local"]
+        .validate("local")
+        .expect_err("bucket on a file sink");
+    assert!(matches!(
+        error,
+        SinkConfigError::NotApplicable { key: "bucket", .. }
+    ));
+    assert!(error.to_string().contains("[sinks.local]"), "{error}");
+
+    let error = configs["archive"]
+        .validate("archive")
+        .expect_err("s3 without bucket");
+    assert!(matches!(
+        error,
+        SinkConfigError::Missing { key: "bucket", .. }
+    ));
+
+    let error = configs["devices"]
+        .validate("devices")
+        .expect_err("no workers");
+    assert!(matches!(
+        error,
+        SinkConfigError::Invalid {
+            key: "concurrency",
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn mqtt_sink_without_a_publisher_fails_to_start_naming_the_sink() {
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\n");
+    let (failures, _failed) = mpsc::channel(1);
+    let error = Sinks::start(&configs, SinkEnv::new(), failures)
+        .await
+        .err()
+        .expect("an mqtt sink needs a publisher");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("devices") && message.contains("publisher"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn submit_rejects_unknown_sinks_and_targets_of_another_kind() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (sinks, _failed) = start(&file_sink(directory.path()), SinkEnv::new()).await;
+
+    let error = sinks
+        .submit("archive", object("a", "x"))
+        .await
+        .expect_err("no such sink");
+    assert_eq!(
+        error,
+        SubmitError::UnknownSink {
+            sink: "archive".into()
+        }
+    );
+
+    let error = sinks
+        .submit("local", publish("devices/1", 1, "x"))
+        .await
+        .expect_err("a publish on a file sink");
+    assert!(matches!(
+        error,
+        SubmitError::TargetMismatch {
+            kind: SinkKind::File,
+            target: "publish",
+            ..
+        }
+    ));
+    sinks.shutdown().await;
+}
+
+// ---------------------------------------------------------------------- s3 ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_is_stored_under_the_exact_key_with_identical_bytes() {
+    let moto = Moto::start();
+    moto.create_bucket("sensor-archive").await;
+    let configs = sink_tables(&format!(
+        "[sinks.archive]\ntype = \"s3\"\nbucket = \"sensor-archive\"\nendpoint = {:?}\npath_style = true\n",
+        moto.endpoint()
+    ));
+    let (sinks, _failed) = start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+
+    // Not UTF-8, with bytes that text handling would mangle.
+    let body: Vec<u8> = (0..=255u8).chain([0, 13, 10, 0xff]).collect();
+    let key = "soil/soilSensor3/2020-08-27T13:47:52 #1.bin";
+    sinks
+        .submit("archive", object(key, body.clone()))
+        .await
+        .expect("submitting");
+    sinks.shutdown().await;
+
+    assert_eq!(moto.list_keys("sensor-archive").await, [key]);
+    assert_eq!(moto.get_object("sensor-archive", key).await, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_a_stopped_service_are_retried_and_all_arrive_after_restart() {
+    let mut moto = Moto::start();
+    moto.create_bucket("sensor-archive").await;
+    let configs = sink_tables(&format!(
+        r#"
+        [sinks.archive]
+        type = "s3"
+        bucket = "sensor-archive"
+        endpoint = {:?}
+        path_style = true
+        attempts = 100
+        initial_backoff_ms = 20
+        max_backoff_ms = 300
+        timeout_ms = 2000
+        "#,
+        moto.endpoint()
+    ));
+    let (sinks, mut failed) =
+        start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+
+    moto.stop();
+    let keys: Vec<String> = (0..6).map(|n| format!("reading-{n}.json")).collect();
+    for (n, key) in keys.iter().enumerate() {
+        let mut delivery = object(key, format!("{{\"n\":{n}}}"));
+        delivery.ordering_key = n as u64;
+        sinks.submit("archive", delivery).await.expect("submitting");
+    }
+    eventually("retries while moto is down", || {
+        stats_of(&sinks, "archive").retried >= 6
+    })
+    .await;
+    assert_eq!(stats_of(&sinks, "archive").delivered, 0);
+    assert_eq!(stats_of(&sinks, "archive").queued, 6);
+
+    // moto comes back empty; the bucket is the operator's to restore.
+    moto.restart();
+    moto.create_bucket("sensor-archive").await;
+    eventually("every delivery after the restart", || {
+        stats_of(&sinks, "archive").delivered == 6
+    })
+    .await;
+
+    let stats = stats_of(&sinks, "archive");
+    assert_eq!((stats.failed, stats.queued), (0, 0));
+    assert_eq!(stats.latency_count, 6);
+    assert!(stats.latency_total > Duration::ZERO);
+    assert!(
+        failed.try_recv().is_err(),
+        "nothing was handed back as failed"
+    );
+    assert_eq!(moto.list_keys("sensor-archive").await, keys);
+    sinks.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_that_keeps_failing_is_handed_back_with_cause_and_attempts() {
+    let moto = Moto::start();
+    let configs = sink_tables(&format!(
+        r#"
+        [sinks.archive]
+        type = "s3"
+        bucket = "no-such-bucket"
+        endpoint = {:?}
+        path_style = true
+        attempts = 3
+        initial_backoff_ms = 10
+        max_backoff_ms = 50
+        "#,
+        moto.endpoint()
+    ));
+    let (sinks, mut failed) =
+        start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+
+    sinks
+        .submit("archive", object("reading.json", "{}"))
+        .await
+        .expect("submitting");
+    let failure = next_failure(&mut failed).await;
+
+    assert_eq!(failure.sink, "archive");
+    assert_eq!(failure.attempts, 3);
+    assert_eq!(&*failure.delivery.rule, "soil_archive");
+    assert!(failure.cause.contains("NoSuchBucket"), "{}", failure.cause);
+    assert!(
+        failure.cause.contains("no-such-bucket/reading.json"),
+        "{}",
+        failure.cause
+    );
+    let stats = stats_of(&sinks, "archive");
+    assert_eq!(
+        (stats.delivered, stats.retried, stats.failed, stats.queued),
+        (0, 2, 1, 0)
+    );
+    sinks.shutdown().await;
+}
+
+// --------------------------------------------------------------------- sns ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_notification_carries_exact_subject_message_and_attribute() {
+    let moto = Moto::start();
+    let alerts = moto.create_topic_with_queue("humidity-alerts").await;
+    let configs = sink_tables(&format!(
+        "[sinks.alerts]\ntype = \"sns\"\ntopic_arn = {:?}\nendpoint = {:?}\n",
+        alerts.topic_arn,
+        moto.endpoint()
+    ));
+    let (sinks, _failed) = start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+
+    let message = "soilSensor3: humidity 29% is below 30% (2020-08-27T13:47:52.677721)";
+    sinks
+        .submit(
+            "alerts",
+            notification(Some("Low humidity: soilSensor3"), message),
+        )
+        .await
+        .expect("submitting");
+    sinks.shutdown().await;
+
+    let received = moto
+        .receive_notifications(&alerts.queue_url, 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        received[0].subject.as_deref(),
+        Some("Low humidity: soilSensor3")
+    );
+    assert_eq!(received[0].message, message);
+    assert_eq!(received[0].attributes["device"], "soilSensor3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
+    let moto = Moto::start();
+    let alerts = moto.create_topic_with_queue("humidity-alerts").await;
+    let configs = sink_tables(&format!(
+        "[sinks.alerts]\ntype = \"sns\"\ntopic_arn = {:?}\nendpoint = {:?}\n",
+        alerts.topic_arn,
+        moto.endpoint()
+    ));
+    let (sinks, mut failed) =
+        start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+
+    let binary = notification(Some("ok"), vec![0xff, 0xfe, 0x00]);
+    let bad_subject = notification(Some("two\nlines"), "text");
+    sinks.submit("alerts", binary).await.expect("submitting");
+    let failure = next_failure(&mut failed).await;
+    assert_eq!(failure.attempts, 1);
+    assert!(failure.cause.contains("UTF-8"), "{}", failure.cause);
+
+    sinks
+        .submit("alerts", bad_subject)
+        .await
+        .expect("submitting");
+    let failure = next_failure(&mut failed).await;
+    assert_eq!(failure.attempts, 1);
+    assert!(failure.cause.contains("subject"), "{}", failure.cause);
+
+    assert_eq!(stats_of(&sinks, "alerts").retried, 0);
+    sinks.shutdown().await;
+    let received = moto
+        .receive_notifications(&alerts.queue_url, 1, Duration::from_secs(2))
+        .await;
+    assert!(received.is_empty(), "{received:?}");
+}
+
+// -------------------------------------------------------------------- file ---
+
+#[tokio::test]
+async fn file_sink_writes_the_key_path_atomically() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (sinks, _failed) = start(&file_sink(directory.path()), SinkEnv::new()).await;
+
+    let key = "soil/soilSensor3/1598536072677.json";
+    sinks
+        .submit("local", object(key, "first"))
+        .await
+        .expect("submitting");
+    sinks
+        .submit("local", object(key, "second, replacing the first"))
+        .await
+        .expect("submitting");
+    sinks.shutdown().await;
+
+    let written = directory.path().join(key);
+    assert_eq!(
+        std::fs::read_to_string(&written).expect("reading the file"),
+        "second, replacing the first"
+    );
+    let beside: Vec<_> = std::fs::read_dir(written.parent().expect("a parent"))
+        .expect("listing")
+        .map(|entry| entry.expect("an entry").file_name())
+        .collect();
+    assert_eq!(
+        beside,
+        ["1598536072677.json"],
+        "no temporary files are left"
+    );
+}
+
+#[tokio::test]
+async fn file_sink_refuses_keys_that_escape_its_directory() {
+    let root = tempfile::tempdir().expect("temporary directory");
+    let directory = root.path().join("out");
+    let (sinks, mut failed) = start(&file_sink(&directory), SinkEnv::new()).await;
+
+    for key in [
+        "../escaped.json",
+        "soil/../../escaped.json",
+        "/tmp/escaped.json",
+        "",
+    ] {
+        sinks
+            .submit("local", object(key, "x"))
+            .await
+            .expect("submitting");
+        let failure = next_failure(&mut failed).await;
+        assert_eq!(failure.attempts, 1, "{key:?} is not retried");
+        assert!(
+            failure.cause.contains(&format!("{key:?}")),
+            "{}",
+            failure.cause
+        );
+    }
+    sinks.shutdown().await;
+    assert!(!root.path().join("escaped.json").exists());
+    assert_eq!(std::fs::read_dir(&directory).expect("listing").count(), 0);
+}
+
+// -------------------------------------------------------------------- mqtt ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_sink_republishes_to_the_device_topic() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\n");
+    let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
+    let (sinks, _failed) = start(&configs, env).await;
+
+    sinks
+        .submit(
+            "devices",
+            publish("devices/soilSensor3/valve", 1, "{\"open\":true}"),
+        )
+        .await
+        .expect("submitting");
+
+    let message = within("the republished message", received.recv())
+        .await
+        .expect("the subscriber runs");
+    assert_eq!(message.topic, "devices/soilSensor3/valve");
+    assert_eq!(&message.payload[..], b"{\"open\":true}");
+    sinks.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_with_one_ordering_key_arrive_in_submission_order() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 4\n");
+    let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
+    let (sinks, _failed) = start(&configs, env).await;
+
+    // Two interleaved streams, each with its own ordering key.
+    const COUNT: usize = 200;
+    for n in 0..COUNT {
+        for (key, topic) in [(7, "devices/a"), (8, "devices/b")] {
+            sinks
+                .submit("devices", publish(topic, key, n.to_string()))
+                .await
+                .expect("submitting");
+        }
+    }
+    sinks.shutdown().await;
+
+    let mut by_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for _ in 0..2 * COUNT {
+        let message = within("all republished messages", received.recv())
+            .await
+            .expect("the subscriber runs");
+        let n = std::str::from_utf8(&message.payload)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .expect("a counter payload");
+        by_topic.entry(message.topic).or_default().push(n);
+    }
+    let in_order: Vec<usize> = (0..COUNT).collect();
+    assert_eq!(by_topic["devices/a"], in_order);
+    assert_eq!(by_topic["devices/b"], in_order);
+}
+
+// ------------------------------------------------------------ backpressure ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_makes_submit_wait_instead_of_growing() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let publisher = Arc::new(GatedPublisher {
+        gate: Semaphore::new(0),
+        inner: MqttPublisher::connect(&broker).await,
+    });
+    let configs =
+        sink_tables("[sinks.devices]\ntype = \"mqtt\"\nqueue_capacity = 2\nconcurrency = 1\n");
+    let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
+
+    for n in 0..2 {
+        within(
+            "room in the queue",
+            sinks.submit("devices", publish("devices/a", 1, n.to_string())),
+        )
+        .await
+        .expect("submitting");
+    }
+    assert_eq!(stats_of(&sinks, "devices").queued, 2);
+    let third = sinks.submit("devices", publish("devices/a", 1, "2"));
+    tokio::pin!(third);
+    assert!(
+        timeout(Duration::from_millis(300), &mut third)
+            .await
+            .is_err(),
+        "a full queue makes submit wait"
+    );
+    assert_eq!(
+        stats_of(&sinks, "devices").queued,
+        2,
+        "the queue did not grow"
+    );
+
+    publisher.gate.add_permits(3);
+    within("room after the sink caught up", third)
+        .await
+        .expect("submitting");
+    sinks.shutdown().await;
+    for expected in ["0", "1", "2"] {
+        let message = within("the republished messages", received.recv())
+            .await
+            .expect("the subscriber runs");
+        assert_eq!(&message.payload[..], expected.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_does_not_hold_up_the_others() {
+    let broker = Mosquitto::start();
+    let publisher = Arc::new(GatedPublisher {
+        gate: Semaphore::new(0),
+        inner: MqttPublisher::connect(&broker).await,
+    });
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let configs = sink_tables(&format!(
+        r#"
+        [sinks.devices]
+        type = "mqtt"
+        queue_capacity = 1
+        concurrency = 1
+
+        [sinks.local]
+        type = "file"
+        directory = {:?}
+        "#,
+        directory.path().display().to_string()
+    ));
+    let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
+
+    sinks
+        .submit("devices", publish("devices/a", 1, "held"))
+        .await
+        .expect("submitting");
+    for n in 0..20 {
+        within(
+            "the file sink while the mqtt sink is stalled",
+            sinks.submit("local", object(&format!("{n}.json"), "{}")),
+        )
+        .await
+        .expect("submitting");
+    }
+    eventually("the file sink delivers", || {
+        stats_of(&sinks, "local").delivered == 20
+    })
+    .await;
+    assert_eq!(stats_of(&sinks, "devices").delivered, 0);
+
+    publisher.gate.add_permits(1);
+    eventually("the mqtt sink catches up", || {
+        stats_of(&sinks, "devices").delivered == 1
+    })
+    .await;
+    sinks.shutdown().await;
+}
+
+// ----------------------------------------------------------------- shutdown ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_everything_queued() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let publisher = Arc::new(GatedPublisher {
+        gate: Semaphore::new(0),
+        inner: MqttPublisher::connect(&broker).await,
+    });
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 2\n");
+    let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
+
+    const COUNT: u64 = 50;
+    for n in 0..COUNT {
+        sinks
+            .submit("devices", publish("devices/a", n, n.to_string()))
+            .await
+            .expect("submitting");
+    }
+    let shutdown = tokio::spawn(sinks.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for queued deliveries"
+    );
+
+    publisher.gate.add_permits(COUNT as usize);
+    within("shutdown", shutdown)
+        .await
+        .expect("shutdown completes");
+    let mut payloads = Vec::new();
+    for _ in 0..COUNT {
+        let message = within("the drained messages", received.recv())
+            .await
+            .expect("the subscriber runs");
+        payloads.push(String::from_utf8_lossy(&message.payload).into_owned());
+    }
+    payloads.sort_by_key(|payload| payload.parse::<u64>().unwrap_or(u64::MAX));
+    let expected: Vec<String> = (0..COUNT).map(|n| n.to_string()).collect();
+    assert_eq!(payloads, expected);
+}
