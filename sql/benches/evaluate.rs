@@ -30,7 +30,7 @@ fn index_of(filters: impl Iterator<Item = String>) -> TopicIndex<Statement> {
     for filter in filters {
         let sql = format!("SELECT * FROM '{filter}' WHERE humidity < 35");
         let statement = Statement::parse(&sql).expect("benchmark statement parses");
-        index.insert(&statement.topic_filter().clone(), statement);
+        index.insert(statement.topic_filter().clone(), statement);
     }
     index
 }

@@ -2,6 +2,7 @@
 //! the statements whose filter matches its topic. It knows nothing of SQL; statements and the host's
 //! rule table call it.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use crate::error::{ErrorKind, SqlError};
@@ -148,10 +149,10 @@ impl<T> TopicIndex<T> {
         self.len == 0
     }
 
-    /// Registers `value` under `filter`; several values may share a filter.
-    pub fn insert(&mut self, filter: &TopicFilter, value: T) {
+    /// Registers `value` under `filter` (owned or borrowed); several values may share a filter.
+    pub fn insert(&mut self, filter: impl Borrow<TopicFilter>, value: T) {
         let mut node = &mut self.root;
-        for level in filter.levels() {
+        for level in filter.borrow().levels() {
             node = match level {
                 "#" => {
                     node.multi_level.push(value);
@@ -276,7 +277,7 @@ mod tests {
         ];
         let mut index = TopicIndex::new();
         for (i, f) in filters.iter().enumerate() {
-            index.insert(&filter(f), i);
+            index.insert(filter(f), i);
         }
         for topic in ["a/b", "a", "a/b/c", "x/b", "$aws/x", "", "a/", "/b"] {
             let mut found = Vec::new();
@@ -292,9 +293,9 @@ mod tests {
     #[test]
     fn removes_only_the_values_asked_for() {
         let mut index = TopicIndex::new();
-        index.insert(&filter("a/+"), 1);
-        index.insert(&filter("a/+"), 2);
-        index.insert(&filter("a/#"), 3);
+        index.insert(filter("a/+"), 1);
+        index.insert(filter("a/+"), 2);
+        index.insert(filter("a/#"), 3);
         assert_eq!(index.remove(&filter("a/+"), |v| *v == 1), 1);
         assert_eq!(index.remove(&filter("a/#"), |_| true), 1);
         assert_eq!(index.remove(&filter("b/c"), |_| true), 0);

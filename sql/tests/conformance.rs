@@ -930,3 +930,12 @@ fn templates_reject_bad_expressions_at_compile_time() {
     );
     assert!(Template::compile("no substitutions").unwrap().is_constant());
 }
+
+#[test]
+fn compiled_statements_and_templates_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Statement>();
+    shareable::<Template>();
+    shareable::<rulegate_sql::TopicIndex<Statement>>();
+    shareable::<Payload>();
+}
