@@ -304,4 +304,15 @@ mod tests {
         assert_eq!(found, vec![2]);
         assert_eq!(index.len(), 1);
     }
+
+    #[test]
+    fn a_thousand_distinct_filters_yield_only_the_matching_one() {
+        let mut index = TopicIndex::new();
+        for i in 0..1000 {
+            index.insert(filter(&format!("site/{i}/+/data")), i);
+        }
+        let mut visited = Vec::new();
+        index.for_each_match("site/417/pump/data", |v| visited.push(*v));
+        assert_eq!(visited, vec![417]);
+    }
 }
