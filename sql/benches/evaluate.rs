@@ -56,6 +56,21 @@ fn per_message(c: &mut Criterion) {
     group.bench_function("payload parse only", |b| {
         b.iter(|| Payload::parse(black_box(PAYLOAD)))
     });
+    // The parts of one message's cost, for finding where time goes.
+    let payload = Payload::parse(PAYLOAD);
+    let message = MessageContext::new(TOPIC, &payload, PAYLOAD);
+    let mut rules = Vec::new();
+    one.for_each_match(TOPIC, |statement| rules.push(statement));
+    group.bench_function("evaluate only", |b| {
+        b.iter(|| rules[0].evaluate(black_box(&message)))
+    });
+    group.bench_function("1000-rule index lookup only", |b| {
+        b.iter(|| {
+            let mut matched = 0;
+            many.for_each_match(black_box(TOPIC), |_| matched += 1);
+            matched
+        })
+    });
     group.finish();
 }
 

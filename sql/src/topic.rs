@@ -105,7 +105,7 @@ pub struct TopicIndex<T> {
 
 #[derive(Debug)]
 struct Node<T> {
-    exact: HashMap<Box<str>, Node<T>>,
+    exact: HashMap<Box<str>, Node<T>, foldhash::fast::FixedState>,
     single_level: Option<Box<Node<T>>>,
     /// Values whose filter ends with `#` right below this node.
     multi_level: Vec<T>,
@@ -116,7 +116,7 @@ struct Node<T> {
 impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             single_level: None,
             multi_level: Vec::new(),
             values: Vec::new(),
