@@ -1,0 +1,50 @@
+//! Cost of the Wasm stage: one `on-message` call of `humidity-alert` on the
+//! reference payload with a reused instance, loading a cached module, and
+//! creating an instance. Run with `cargo bench -p rulegate --bench rule_engine`.
+
+#[path = "../../tests/harness/mod.rs"]
+mod harness;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits};
+use rulegate::message::Message;
+use std::hint::black_box;
+
+const REFERENCE_PAYLOAD: &str = r#"{"name":"soilSensor3","humidity":29,"timeStampEpoch":1598536072677,"timeStampIso":"2020-08-27T13:47:52.677721"}"#;
+
+fn rule_engine(c: &mut Criterion) {
+    let cache = tempfile::tempdir().expect("creating a cache directory");
+    let engine = RuleEngine::new(EngineOptions {
+        cache_dir: Some(cache.path().to_owned()),
+    })
+    .expect("creating the engine");
+    let path = harness::rule_module("humidity-alert");
+    let module = engine.load_file(&path).expect("loading humidity-alert");
+
+    let mut instance = module
+        .instantiate("humidity-alert", RuleConfig::new(), RuleLimits::default())
+        .expect("starting humidity-alert");
+    let message = Message {
+        topic: "device/soilSensor3/devicePayload".into(),
+        payload: REFERENCE_PAYLOAD.into(),
+        ..Message::default()
+    };
+    c.bench_function("on_message/humidity_alert", |b| {
+        b.iter(|| instance.on_message(black_box(&message)).expect("rule call"))
+    });
+
+    c.bench_function("load/cached_module", |b| {
+        b.iter(|| engine.load_file(black_box(&path)).expect("cached load"))
+    });
+
+    c.bench_function("instantiate/humidity_alert", |b| {
+        b.iter(|| {
+            module
+                .instantiate("humidity-alert", RuleConfig::new(), RuleLimits::default())
+                .expect("instantiate")
+        })
+    });
+}
+
+criterion_group!(benches, rule_engine);
+criterion_main!(benches);

@@ -1,0 +1,239 @@
+//! The Wasm rule engine: loads rule components, checks them against the
+//! `rulegate:rule` world, and runs them in a sandbox with per-rule limits.
+//!
+//! It knows nothing of MQTT, SQL or sinks: the gateway calls
+//! [`RuleEngine::load_file`] once per module and [`RuleInstance::on_message`] per
+//! message. The split follows wasmtime's: one [`RuleEngine`] (compiler, linker,
+//! epoch clock), a [`RuleModule`] per compiled component, a [`RuleInstance`] per
+//! worker with its own store.
+
+mod artifact_cache;
+mod bindings;
+mod error;
+mod host_api;
+mod instance;
+mod limits;
+
+pub use error::{LoadError, RunError, RunErrorKind};
+pub use host_api::{RuleConfig, unix_time_ms};
+pub use instance::RuleInstance;
+pub use limits::RuleLimits;
+
+use artifact_cache::ArtifactCache;
+use bindings::RulePre;
+use host_api::RuleState;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+/// How often the epoch clock ticks: the granularity of rule time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Settings of a [`RuleEngine`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Directory for precompiled modules; `None` compiles every load afresh.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl EngineOptions {
+    /// `$XDG_CACHE_HOME/rulegate`, else `$HOME/.cache/rulegate`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+        Some(base.join("rulegate"))
+    }
+}
+
+/// Compiles and links rule components. One per gateway; cheap to share.
+pub struct RuleEngine {
+    engine: Engine,
+    linker: Linker<RuleState>,
+    cache: Option<ArtifactCache>,
+    clock: Arc<EpochClock>,
+}
+
+impl RuleEngine {
+    pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        // Epoch interruption bounds a rule's time at a lower cost per call than fuel.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Rule::add_to_linker::<RuleState, HasSelf<RuleState>>(&mut linker, |state| state)?;
+
+        let cache = options
+            .cache_dir
+            .map(|dir| ArtifactCache::new(dir, &engine));
+        let clock = Arc::new(EpochClock::start(engine.clone())?);
+        Ok(RuleEngine {
+            engine,
+            linker,
+            cache,
+            clock,
+        })
+    }
+
+    /// Loads a rule module from a `.wasm` file, from the artifact cache when it
+    /// holds a sound entry for these exact bytes.
+    pub fn load_file(&self, path: &Path) -> Result<RuleModule, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Loads a rule module from its bytes; `origin` names it in errors.
+    pub fn load_bytes(&self, origin: &Path, bytes: &[u8]) -> Result<RuleModule, LoadError> {
+        check_header(origin, bytes)?;
+        let hash = blake3::hash(bytes);
+        let component = match self.cached(&hash) {
+            Some(component) => component,
+            None => self.compile(origin, bytes, &hash)?,
+        };
+        let wrong_world = |error: wasmtime::Error| LoadError::WrongWorld {
+            path: origin.to_owned(),
+            reason: format!("{error:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = RulePre::new(instance_pre).map_err(wrong_world)?;
+        Ok(RuleModule {
+            inner: Arc::new(ModuleInner {
+                pre,
+                hash,
+                path: origin.to_owned(),
+                _clock: self.clock.clone(),
+            }),
+        })
+    }
+
+    /// Compiles a component to the precompiled form a gateway can load without
+    /// Cranelift (`rulegate rule compile`).
+    pub fn precompile(&self, origin: &Path, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+        check_header(origin, bytes)?;
+        self.engine
+            .precompile_component(bytes)
+            .map_err(|error| invalid(origin, &error))
+    }
+
+    fn cached(&self, hash: &blake3::Hash) -> Option<Component> {
+        self.cache.as_ref()?.load(&self.engine, hash)
+    }
+
+    fn compile(
+        &self,
+        origin: &Path,
+        bytes: &[u8],
+        hash: &blake3::Hash,
+    ) -> Result<Component, LoadError> {
+        let Some(cache) = &self.cache else {
+            return Component::new(&self.engine, bytes).map_err(|error| invalid(origin, &error));
+        };
+        let artifact = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|error| invalid(origin, &error))?;
+        cache.store(hash, &artifact);
+        // SAFETY: the artifact was produced by this engine a moment ago.
+        unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map_err(|error| invalid(origin, &error))
+    }
+}
+
+fn invalid(origin: &Path, error: &wasmtime::Error) -> LoadError {
+    LoadError::Invalid {
+        path: origin.to_owned(),
+        reason: format!("{error:#}"),
+    }
+}
+
+/// Tells a core module and a non-Wasm file from a component by the preamble
+/// (magic, then version and layer), before the compiler gives a vaguer error.
+fn check_header(origin: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE_LAYER: [u8; 2] = [0, 0];
+    if !bytes.starts_with(MAGIC) {
+        return Err(LoadError::NotWasm {
+            path: origin.to_owned(),
+        });
+    }
+    if bytes.get(6..8) == Some(&CORE_MODULE_LAYER[..]) {
+        return Err(LoadError::CoreModule {
+            path: origin.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A compiled rule component, linked and ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct RuleModule {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    pre: RulePre<RuleState>,
+    hash: blake3::Hash,
+    path: PathBuf,
+    /// Keeps the epoch clock running while any module can still run.
+    _clock: Arc<EpochClock>,
+}
+
+impl RuleModule {
+    /// The BLAKE3 hash of the module's bytes, in hex: its version identity.
+    pub fn hash(&self) -> String {
+        self.inner.hash.to_hex().to_string()
+    }
+
+    /// The file the module was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Creates an instance for rule `rule` and runs the module's `init`.
+    pub fn instantiate(
+        &self,
+        rule: &str,
+        config: RuleConfig,
+        limits: RuleLimits,
+    ) -> Result<RuleInstance, LoadError> {
+        RuleInstance::start(self.clone(), rule, config, limits)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread, for
+/// as long as the clock is alive.
+struct EpochClock {
+    /// Dropping the sender wakes the thread and ends it.
+    _stop: mpsc::Sender<()>,
+}
+
+impl EpochClock {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("rulegate-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochClock { _stop: stop })
+    }
+
+    /// Epoch ticks that cover at least `limit`, whatever the phase of the clock.
+    fn ticks_for(limit: Duration) -> u64 {
+        limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need
+# (the wasm32-wasip2 target, Mosquitto, moto), then `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    apt_get() { if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi; }
+    apt_get update -qq
+    DEBIAN_FRONTEND=noninteractive apt_get install -y -qq mosquitto >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null || ! python3 -c 'import moto.server' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
+cargo test --workspace --jobs "${CARGO_BUILD_JOBS:-2}" "$@"

@@ -1,0 +1,48 @@
+//! Shared set-up for the behaviour tests: the example and fixture rules, built
+//! from `rules/` on first use (cargo rebuilds them only when stale).
+
+#![allow(dead_code)] // each test binary uses part of the harness
+
+pub mod mosquitto;
+pub mod moto;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repository_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ sits in the repository root")
+}
+
+/// The built `.wasm` of rule crate `name` (e.g. `humidity-alert`).
+pub fn rule_module(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_rules);
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+fn build_rules() -> PathBuf {
+    let root = repository_root();
+    let target_dir = root.join("rules/target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("rules/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("running cargo to build the rules");
+    assert!(
+        status.success(),
+        "building the rules failed; is the target installed? `rustup target add wasm32-wasip2`"
+    );
+    target_dir.join("wasm32-wasip2/release")
+}

@@ -1,0 +1,416 @@
+//! The Wasm rule engine and the `rulegate rule` commands, over real modules
+//! built from `rules/`: the example rules behave as documented, hostile modules
+//! hit their limits, and the engine serves normally afterwards.
+
+mod harness;
+
+use harness::rule_module;
+use rulegate::engine::{
+    EngineOptions, LoadError, RuleConfig, RuleEngine, RuleInstance, RuleLimits, RunErrorKind,
+};
+use rulegate::message::{Message, Output};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+
+const REFERENCE_PAYLOAD: &str = r#"{"name":"soilSensor3","humidity":29,"timeStampEpoch":1598536072677,"timeStampIso":"2020-08-27T13:47:52.677721"}"#;
+
+fn engine() -> RuleEngine {
+    RuleEngine::new(EngineOptions::default()).expect("creating the rule engine")
+}
+
+fn instance_with(name: &str, config: &[(&str, &str)], limits: RuleLimits) -> RuleInstance {
+    let config: RuleConfig = config
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    engine()
+        .load_file(&rule_module(name))
+        .expect("loading the rule")
+        .instantiate(name, config, limits)
+        .expect("starting the rule")
+}
+
+fn instance(name: &str) -> RuleInstance {
+    instance_with(name, &[], RuleLimits::default())
+}
+
+fn message(topic: &str, payload: impl Into<Vec<u8>>) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: payload.into(),
+        ..Message::default()
+    }
+}
+
+fn emitted_text(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .map(|output| match output {
+            Output::Emit { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
+            other => panic!("expected an emit, got {other:?}"),
+        })
+        .collect()
+}
+
+fn reading(name: &str, humidity: impl Into<Value>) -> Vec<u8> {
+    let humidity: Value = humidity.into();
+    json!({"name": name, "humidity": humidity, "timeStampEpoch": 1598536072677u64})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn humidity_alert_body_and_subject_match_reference_text() {
+    let mut rule = instance("humidity-alert");
+    let outputs = rule
+        .on_message(&message(
+            "device/soilSensor2/devicePayload",
+            reading("soilSensor2", 32),
+        ))
+        .unwrap();
+    assert_eq!(
+        emitted_text(&outputs),
+        ["Humidity 32 under threshold for device name soilSensor2"]
+    );
+    assert_eq!(
+        outputs[0].attribute("subject"),
+        Some("Attention:Humidity Under Threshold")
+    );
+}
+
+#[test]
+fn humidity_alert_keeps_decimal_readings_as_sent() {
+    let mut rule = instance("humidity-alert");
+    let outputs = rule
+        .on_message(&message("device/s/devicePayload", reading("s", 12.5)))
+        .unwrap();
+    assert_eq!(
+        emitted_text(&outputs),
+        ["Humidity 12.5 under threshold for device name s"]
+    );
+}
+
+#[test]
+fn humidity_alert_is_silent_at_or_above_default_threshold_of_35() {
+    let mut rule = instance("humidity-alert");
+    for humidity in [35, 36, 90] {
+        let outputs = rule
+            .on_message(&message("device/s/devicePayload", reading("s", humidity)))
+            .unwrap();
+        assert!(
+            outputs.is_empty(),
+            "humidity {humidity} alerted: {outputs:?}"
+        );
+    }
+    let below = rule
+        .on_message(&message("device/s/devicePayload", reading("s", 34)))
+        .unwrap();
+    assert_eq!(below.len(), 1);
+}
+
+#[test]
+fn humidity_alert_threshold_comes_from_config() {
+    let mut rule = instance_with(
+        "humidity-alert",
+        &[("threshold", "50")],
+        RuleLimits::default(),
+    );
+    let outputs = rule
+        .on_message(&message("device/s/devicePayload", reading("s", 40)))
+        .unwrap();
+    assert_eq!(
+        emitted_text(&outputs),
+        ["Humidity 40 under threshold for device name s"]
+    );
+}
+
+#[test]
+fn humidity_alert_refuses_to_start_with_a_bad_threshold() {
+    let module = engine().load_file(&rule_module("humidity-alert")).unwrap();
+    let config = RuleConfig::from([("threshold".to_string(), "low".to_string())]);
+    let error = module
+        .instantiate("soil-alert", config, RuleLimits::default())
+        .err()
+        .expect("a non-numeric threshold must stop the rule");
+    let text = error.to_string();
+    assert!(matches!(error, LoadError::Init { .. }), "{text}");
+    assert!(
+        text.contains("soil-alert") && text.contains("`threshold` = `low`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn malformed_payload_is_rejected_and_the_next_message_served() {
+    let mut rule = instance("humidity-alert");
+    let error = rule
+        .on_message(&message("device/s/devicePayload", "{not json"))
+        .unwrap_err();
+    assert!(
+        matches!(error.kind, RunErrorKind::InvalidMessage(_)),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("device/s/devicePayload"),
+        "{error}"
+    );
+    let outputs = rule
+        .on_message(&message("device/s/devicePayload", reading("s", 3)))
+        .unwrap();
+    assert_eq!(outputs.len(), 1);
+}
+
+#[test]
+fn passthrough_emits_the_payload_unchanged() {
+    let mut rule = instance("passthrough");
+    let outputs = rule
+        .on_message(&message("device/s/devicePayload", REFERENCE_PAYLOAD))
+        .unwrap();
+    assert_eq!(emitted_text(&outputs), [REFERENCE_PAYLOAD]);
+}
+
+#[test]
+fn temperature_convert_reshapes_and_derives_frost_risk() {
+    let mut rule = instance("temperature-convert");
+    let mild = rule
+        .on_message(&message("t", r#"{"name":"greenhouse","celsius":21.5}"#))
+        .unwrap();
+    let report: Value = serde_json::from_str(&emitted_text(&mild)[0]).unwrap();
+    assert_eq!(
+        report,
+        json!({"device":"greenhouse","celsius":21.5,"fahrenheit":70.7,"frost_risk":false})
+    );
+    let cold = rule
+        .on_message(&message("t", r#"{"name":"field","celsius":1}"#))
+        .unwrap();
+    let report: Value = serde_json::from_str(&emitted_text(&cold)[0]).unwrap();
+    assert_eq!(report["frost_risk"], json!(true));
+    assert_eq!(report["fahrenheit"], json!(33.8));
+}
+
+/// Sends a hostile request, checks the failure, then checks a normal message.
+fn assert_recovers_after(
+    attack: Value,
+    limits: RuleLimits,
+    expected: impl Fn(&RunErrorKind) -> bool,
+) {
+    let mut rule = instance_with("hostile", &[], limits);
+    let error = rule
+        .on_message(&message("attack", attack.to_string()))
+        .unwrap_err();
+    assert!(expected(&error.kind), "unexpected failure: {error}");
+    assert!(
+        error
+            .to_string()
+            .contains("rule `hostile` on topic `attack`"),
+        "{error}"
+    );
+    let outputs = rule.on_message(&message("normal", "{\"n\":1}")).unwrap();
+    assert_eq!(emitted_text(&outputs), ["{\"n\":1}"]);
+}
+
+#[test]
+fn infinite_loop_hits_the_time_limit() {
+    let limits = RuleLimits {
+        time_ms: 20,
+        ..RuleLimits::default()
+    };
+    assert_recovers_after(
+        json!({"attack": "spin"}),
+        limits,
+        |kind| matches!(kind, RunErrorKind::TimeLimit(limit) if limit.as_millis() == 20),
+    );
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_limit() {
+    let limits = RuleLimits {
+        memory_bytes: 8 << 20,
+        ..RuleLimits::default()
+    };
+    assert_recovers_after(
+        json!({"attack": "allocate"}),
+        limits,
+        |kind| matches!(kind, RunErrorKind::MemoryLimit(limit) if *limit == 8 << 20),
+    );
+}
+
+#[test]
+fn panic_becomes_a_trap() {
+    assert_recovers_after(json!({"attack": "panic"}), RuleLimits::default(), |kind| {
+        matches!(kind, RunErrorKind::Trap(_))
+    });
+}
+
+#[test]
+fn oversized_output_is_refused() {
+    let limits = RuleLimits {
+        output_bytes: 1000,
+        ..RuleLimits::default()
+    };
+    assert_recovers_after(
+        json!({"attack": "oversize", "bytes": 5000}),
+        limits,
+        |kind| {
+            matches!(
+                kind,
+                RunErrorKind::OutputTooLarge {
+                    size: 5000,
+                    limit: 1000
+                }
+            )
+        },
+    );
+}
+
+#[test]
+fn rules_reach_no_files_environment_or_network() {
+    let mut rule = instance("hostile");
+    for (attack, expected) in [
+        ("read-file", "denied"),
+        ("list-dir", "denied"),
+        ("connect", "denied"),
+        ("env", "0 variables"),
+    ] {
+        let outputs = rule
+            .on_message(&message("probe", json!({"attack": attack}).to_string()))
+            .unwrap();
+        let text = &emitted_text(&outputs)[0];
+        assert!(text.starts_with(expected), "{attack}: {text}");
+    }
+}
+
+fn load_error(path: &Path, bytes: Option<&[u8]>) -> LoadError {
+    let engine = engine();
+    let result = match bytes {
+        Some(bytes) => engine.load_bytes(path, bytes),
+        None => engine.load_file(path),
+    };
+    result.err().expect("the module must be refused")
+}
+
+#[test]
+fn refuses_core_module_with_its_own_error() {
+    let error = load_error(Path::new("core.wasm"), Some(b"\0asm\x01\0\0\0"));
+    assert!(matches!(error, LoadError::CoreModule { .. }), "{error}");
+    assert!(error.to_string().contains("core.wasm"), "{error}");
+}
+
+#[test]
+fn refuses_module_exporting_wrong_world() {
+    let error = load_error(&rule_module("wrong-world"), None);
+    assert!(matches!(error, LoadError::WrongWorld { .. }), "{error}");
+    assert!(error.to_string().contains("wrong_world.wasm"), "{error}");
+}
+
+#[test]
+fn refuses_truncated_and_random_files() {
+    let bytes = std::fs::read(rule_module("humidity-alert")).unwrap();
+    let truncated = load_error(Path::new("cut.wasm"), Some(&bytes[..bytes.len() / 2]));
+    assert!(
+        matches!(truncated, LoadError::Invalid { .. }),
+        "{truncated}"
+    );
+    assert!(truncated.to_string().contains("cut.wasm"), "{truncated}");
+
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let noise = load_error(Path::new("noise.wasm"), Some(&random));
+    assert!(matches!(noise, LoadError::NotWasm { .. }), "{noise}");
+
+    let missing = load_error(Path::new("/nonexistent/rule.wasm"), None);
+    assert!(matches!(missing, LoadError::Read { .. }), "{missing}");
+}
+
+#[test]
+fn cached_artifact_is_reused_and_a_corrupt_one_rebuilt() {
+    let cache = tempfile::tempdir().unwrap();
+    let engine = RuleEngine::new(EngineOptions {
+        cache_dir: Some(cache.path().to_owned()),
+    })
+    .unwrap();
+    let path = rule_module("humidity-alert");
+    engine.load_file(&path).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "one artifact per module");
+    let entry = entries[0].as_ref().unwrap().path();
+    let written = std::fs::metadata(&entry).unwrap().modified().unwrap();
+
+    engine.load_file(&path).unwrap();
+    let reused = std::fs::metadata(&entry).unwrap().modified().unwrap();
+    assert_eq!(written, reused, "a sound entry is loaded, not rewritten");
+
+    let mut corrupt = std::fs::read(&entry).unwrap();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    std::fs::write(&entry, &corrupt).unwrap();
+    let module = engine.load_file(&path).unwrap();
+    assert_ne!(
+        std::fs::read(&entry).unwrap(),
+        corrupt,
+        "the corrupt entry was rebuilt"
+    );
+    let mut rule = module
+        .instantiate("alert", RuleConfig::new(), RuleLimits::default())
+        .unwrap();
+    let outputs = rule
+        .on_message(&message("device/s/devicePayload", reading("s", 1)))
+        .unwrap();
+    assert_eq!(outputs.len(), 1);
+}
+
+fn rulegate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rulegate"))
+        .args(args)
+        .arg("--no-cache")
+        .output()
+        .expect("running rulegate")
+}
+
+#[test]
+fn cli_rule_check_accepts_a_rule_and_names_a_bad_file() {
+    let good = rule_module("passthrough");
+    let accepted = rulegate(&["rule", "check", good.to_str().unwrap()]);
+    assert!(accepted.status.success(), "{accepted:?}");
+
+    let bad = rule_module("wrong-world");
+    let refused = rulegate(&["rule", "check", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("wrong_world.wasm") && stderr.contains("rulegate:rule@0.1.0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cli_rule_test_prints_each_output_as_a_json_line() {
+    let module = rule_module("humidity-alert");
+    let run = rulegate(&[
+        "rule",
+        "test",
+        module.to_str().unwrap(),
+        "--topic",
+        "device/soilSensor2/devicePayload",
+        "--payload",
+        r#"{"name":"soilSensor2","humidity":32}"#,
+        "--config",
+        "threshold=35",
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    let stdout = String::from_utf8(run.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [json!({
+            "type": "emit",
+            "payload": "Humidity 32 under threshold for device name soilSensor2",
+            "attributes": {"subject": "Attention:Humidity Under Threshold"},
+        })]
+    );
+}
