@@ -751,8 +751,7 @@ async fn full_queue_makes_submit_wait_instead_of_growing() {
         .expect("submitting");
     }
     assert_eq!(stats_of(&sinks, "devices").queued, 2);
-    let third = sinks.submit("devices", publish("devices/a", 1, "2"));
-    tokio::pin!(third);
+    let mut third = Box::pin(sinks.submit("devices", publish("devices/a", 1, "2")));
     assert!(
         timeout(Duration::from_millis(300), &mut third)
             .await

@@ -200,6 +200,9 @@ impl Sinks {
     }
 
     /// Queues `delivery` for `sink`, waiting while the sink's queue is full.
+    ///
+    /// A delivery that is being retried holds up the later deliveries of its
+    /// worker — that keeps each ordering key in order — but never another sink.
     pub async fn submit(&self, sink: &str, delivery: Delivery) -> Result<(), SubmitError> {
         let lane = self
             .lanes
@@ -226,7 +229,8 @@ impl Sinks {
     }
 
     /// Takes no more work, delivers everything queued (with its retries), then
-    /// returns.
+    /// returns. Keep reading the `failures` channel meanwhile: a worker with a
+    /// failed delivery waits for room there.
     pub async fn shutdown(self) {
         // Close every queue first so that the sinks drain in parallel.
         let draining: Vec<_> = self.lanes.into_values().map(SinkLane::close).collect();

@@ -15,8 +15,9 @@ pub struct SinkStats {
     pub failed: u64,
     /// Deliveries accepted and not yet finished: waiting or under way.
     pub queued: u64,
-    /// Time from submission to successful delivery, summed over the
-    /// `latency_count` deliveries measured; their quotient is the mean latency.
+    /// Time from entering the queue to successful delivery (queueing and
+    /// retries included), summed over `latency_count` deliveries; their
+    /// quotient is the mean latency.
     pub latency_total: Duration,
     /// How many deliveries `latency_total` covers.
     pub latency_count: u64,
