@@ -113,10 +113,7 @@ async fn next_failure(failed: &mut mpsc::Receiver<FailedDelivery>) -> FailedDeli
 }
 
 fn file_sink(directory: &Path) -> BTreeMap<String, SinkConfig> {
-    sink_tables(&format!(
-        "[sinks.local]\ntype = \"file\"\ndirectory = {:?}\n",
-        directory.display().to_string()
-    ))
+    BTreeMap::from([("local".to_owned(), SinkConfig::file(directory))])
 }
 
 // ------------------------------------------------- an MQTT client for tests ---
@@ -672,7 +669,7 @@ async fn file_sink_refuses_keys_that_escape_its_directory() {
 async fn mqtt_sink_republishes_to_the_device_topic() {
     let broker = Mosquitto::start();
     let mut received = subscriber(&broker, "devices/#").await;
-    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\n");
+    let configs = BTreeMap::from([("devices".to_owned(), SinkConfig::mqtt())]);
     let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
     let (sinks, _failed) = start(&configs, env).await;
 
@@ -854,9 +851,13 @@ async fn shutdown_delivers_everything_queued() {
     );
 
     publisher.gate.add_permits(COUNT as usize);
-    within("shutdown", shutdown)
+    let final_stats = within("shutdown", shutdown)
         .await
         .expect("shutdown completes");
+    assert_eq!(final_stats.len(), 1);
+    let (name, stats) = &final_stats[0];
+    assert_eq!(name, "devices");
+    assert_eq!((stats.delivered, stats.queued, stats.failed), (COUNT, 0, 0));
     let mut payloads = Vec::new();
     for _ in 0..COUNT {
         let message = within("the drained messages", received.recv())

@@ -202,6 +202,41 @@ pub(crate) struct ValidSink {
 }
 
 impl SinkConfig {
+    /// An mqtt sink with the default delivery options: what the gateway uses
+    /// for device topics when no `[sinks.NAME]` of its name is configured.
+    pub fn mqtt() -> Self {
+        Self::with_defaults(SinkKind::Mqtt)
+    }
+
+    /// A file sink under `directory` with the default delivery options: the
+    /// embedded default when no cloud sink is configured.
+    pub fn file(directory: impl Into<PathBuf>) -> Self {
+        SinkConfig {
+            directory: Some(directory.into()),
+            ..Self::with_defaults(SinkKind::File)
+        }
+    }
+
+    /// A sink of `kind` with no destination keys and the default delivery
+    /// options, as if its table held only `type`.
+    fn with_defaults(kind: SinkKind) -> Self {
+        SinkConfig {
+            kind,
+            bucket: None,
+            region: None,
+            endpoint: None,
+            path_style: None,
+            topic_arn: None,
+            directory: None,
+            attempts: defaults::attempts(),
+            initial_backoff_ms: defaults::initial_backoff_ms(),
+            max_backoff_ms: defaults::max_backoff_ms(),
+            timeout_ms: defaults::timeout_ms(),
+            queue_capacity: defaults::queue_capacity(),
+            concurrency: defaults::concurrency(),
+        }
+    }
+
     /// Which service this sink delivers to.
     pub fn kind(&self) -> SinkKind {
         self.kind

@@ -229,13 +229,19 @@ impl Sinks {
     }
 
     /// Takes no more work, delivers everything queued (with its retries), then
-    /// returns. Keep reading the `failures` channel meanwhile: a worker with a
-    /// failed delivery waits for room there.
-    pub async fn shutdown(self) {
+    /// returns each sink's final counters. Keep reading the `failures` channel
+    /// meanwhile: a worker with a failed delivery waits for room there.
+    pub async fn shutdown(self) -> Vec<(String, SinkStats)> {
         // Close every queue first so that the sinks drain in parallel.
-        let draining: Vec<_> = self.lanes.into_values().map(SinkLane::close).collect();
-        for lane in draining {
-            lane.await;
+        let draining: Vec<_> = self
+            .lanes
+            .into_iter()
+            .map(|(name, lane)| (name, lane.close()))
+            .collect();
+        let mut final_stats = Vec::with_capacity(draining.len());
+        for (name, lane) in draining {
+            final_stats.push((name, lane.await));
         }
+        final_stats
     }
 }

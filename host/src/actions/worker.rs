@@ -100,12 +100,13 @@ impl SinkLane {
         })
     }
 
-    /// Stops taking work; the returned future finishes once the workers have
-    /// delivered everything queued.
-    pub fn close(self) -> impl Future<Output = ()> {
+    /// Stops taking work; the returned future finishes with the final
+    /// counters once the workers have delivered everything queued.
+    pub fn close(self) -> impl Future<Output = SinkStats> {
         let SinkLane {
             workers,
             handles,
+            counters,
             name,
             ..
         } = self;
@@ -116,6 +117,7 @@ impl SinkLane {
                     tracing::error!(sink = %name, %error, "a sink worker ended abnormally");
                 }
             }
+            counters.snapshot()
         }
     }
 }
