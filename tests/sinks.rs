@@ -112,6 +112,30 @@ async fn next_failure(failed: &mut mpsc::Receiver<FailedDelivery>) -> FailedDeli
         .expect("the failures channel stays open while the sinks run")
 }
 
+/// Sink `archive`: bucket `bucket` on `moto`, plus `delivery_options` lines.
+fn s3_sink(moto: &Moto, bucket: &str, delivery_options: &str) -> BTreeMap<String, SinkConfig> {
+    sink_tables(&format!(
+        "[sinks.archive]\ntype = \"s3\"\nbucket = {bucket:?}\nendpoint = {:?}\n\
+         path_style = true\n{delivery_options}\n",
+        moto.endpoint()
+    ))
+}
+
+/// Sink `alerts`: SNS topic `topic_arn` on `moto`.
+fn sns_sink(moto: &Moto, topic_arn: &str) -> BTreeMap<String, SinkConfig> {
+    sink_tables(&format!(
+        "[sinks.alerts]\ntype = \"sns\"\ntopic_arn = {topic_arn:?}\nendpoint = {:?}\n",
+        moto.endpoint()
+    ))
+}
+
+async fn start_on_moto(
+    moto: &Moto,
+    configs: &BTreeMap<String, SinkConfig>,
+) -> (Sinks, mpsc::Receiver<FailedDelivery>) {
+    start(configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await
+}
+
 fn file_sink(directory: &Path) -> BTreeMap<String, SinkConfig> {
     BTreeMap::from([("local".to_owned(), SinkConfig::file(directory))])
 }
@@ -232,6 +256,16 @@ impl Publisher for MqttPublisher {
 struct GatedPublisher {
     gate: Semaphore,
     inner: Arc<MqttPublisher>,
+}
+
+impl GatedPublisher {
+    /// Connected to `broker`, letting nothing through until `gate` has permits.
+    async fn closed(broker: &Mosquitto) -> Arc<Self> {
+        Arc::new(GatedPublisher {
+            gate: Semaphore::new(0),
+            inner: MqttPublisher::connect(broker).await,
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -414,11 +448,7 @@ async fn submit_rejects_unknown_sinks_and_targets_of_another_kind() {
 async fn s3_object_is_stored_under_the_exact_key_with_identical_bytes() {
     let moto = Moto::start();
     moto.create_bucket("sensor-archive").await;
-    let configs = sink_tables(&format!(
-        "[sinks.archive]\ntype = \"s3\"\nbucket = \"sensor-archive\"\nendpoint = {:?}\npath_style = true\n",
-        moto.endpoint()
-    ));
-    let (sinks, _failed) = start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+    let (sinks, _failed) = start_on_moto(&moto, &s3_sink(&moto, "sensor-archive", "")).await;
 
     // Not UTF-8, with bytes that text handling would mangle.
     let body: Vec<u8> = (0..=255u8).chain([0, 13, 10, 0xff]).collect();
@@ -437,22 +467,10 @@ async fn s3_object_is_stored_under_the_exact_key_with_identical_bytes() {
 async fn deliveries_to_a_stopped_service_are_retried_and_all_arrive_after_restart() {
     let mut moto = Moto::start();
     moto.create_bucket("sensor-archive").await;
-    let configs = sink_tables(&format!(
-        r#"
-        [sinks.archive]
-        type = "s3"
-        bucket = "sensor-archive"
-        endpoint = {:?}
-        path_style = true
-        attempts = 100
-        initial_backoff_ms = 20
-        max_backoff_ms = 300
-        timeout_ms = 2000
-        "#,
-        moto.endpoint()
-    ));
-    let (sinks, mut failed) =
-        start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+    let retry_quickly_for_long =
+        "attempts = 100\ninitial_backoff_ms = 20\nmax_backoff_ms = 300\ntimeout_ms = 2000";
+    let configs = s3_sink(&moto, "sensor-archive", retry_quickly_for_long);
+    let (sinks, mut failed) = start_on_moto(&moto, &configs).await;
 
     moto.stop();
     let keys: Vec<String> = (0..6).map(|n| format!("reading-{n}.json")).collect();
@@ -491,21 +509,9 @@ async fn deliveries_to_a_stopped_service_are_retried_and_all_arrive_after_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_that_keeps_failing_is_handed_back_with_cause_and_attempts() {
     let moto = Moto::start();
-    let configs = sink_tables(&format!(
-        r#"
-        [sinks.archive]
-        type = "s3"
-        bucket = "no-such-bucket"
-        endpoint = {:?}
-        path_style = true
-        attempts = 3
-        initial_backoff_ms = 10
-        max_backoff_ms = 50
-        "#,
-        moto.endpoint()
-    ));
-    let (sinks, mut failed) =
-        start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+    let three_quick_attempts = "attempts = 3\ninitial_backoff_ms = 10\nmax_backoff_ms = 50";
+    let configs = s3_sink(&moto, "no-such-bucket", three_quick_attempts);
+    let (sinks, mut failed) = start_on_moto(&moto, &configs).await;
 
     sinks
         .submit("archive", object("reading.json", "{}"))
@@ -536,12 +542,7 @@ async fn delivery_that_keeps_failing_is_handed_back_with_cause_and_attempts() {
 async fn sns_notification_carries_exact_subject_message_and_attribute() {
     let moto = Moto::start();
     let alerts = moto.create_topic_with_queue("humidity-alerts").await;
-    let configs = sink_tables(&format!(
-        "[sinks.alerts]\ntype = \"sns\"\ntopic_arn = {:?}\nendpoint = {:?}\n",
-        alerts.topic_arn,
-        moto.endpoint()
-    ));
-    let (sinks, _failed) = start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+    let (sinks, _failed) = start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
 
     let message = "soilSensor3: humidity 29% is below 30% (2020-08-27T13:47:52.677721)";
     sinks
@@ -569,13 +570,7 @@ async fn sns_notification_carries_exact_subject_message_and_attribute() {
 async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
     let moto = Moto::start();
     let alerts = moto.create_topic_with_queue("humidity-alerts").await;
-    let configs = sink_tables(&format!(
-        "[sinks.alerts]\ntype = \"sns\"\ntopic_arn = {:?}\nendpoint = {:?}\n",
-        alerts.topic_arn,
-        moto.endpoint()
-    ));
-    let (sinks, mut failed) =
-        start(&configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await;
+    let (sinks, mut failed) = start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
 
     let binary = notification(Some("ok"), vec![0xff, 0xfe, 0x00]);
     let bad_subject = notification(Some("two\nlines"), "text");
@@ -731,10 +726,7 @@ async fn deliveries_with_one_ordering_key_arrive_in_submission_order() {
 async fn full_queue_makes_submit_wait_instead_of_growing() {
     let broker = Mosquitto::start();
     let mut received = subscriber(&broker, "devices/#").await;
-    let publisher = Arc::new(GatedPublisher {
-        gate: Semaphore::new(0),
-        inner: MqttPublisher::connect(&broker).await,
-    });
+    let publisher = GatedPublisher::closed(&broker).await;
     let configs =
         sink_tables("[sinks.devices]\ntype = \"mqtt\"\nqueue_capacity = 2\nconcurrency = 1\n");
     let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
@@ -777,10 +769,7 @@ async fn full_queue_makes_submit_wait_instead_of_growing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_does_not_hold_up_the_others() {
     let broker = Mosquitto::start();
-    let publisher = Arc::new(GatedPublisher {
-        gate: Semaphore::new(0),
-        inner: MqttPublisher::connect(&broker).await,
-    });
+    let publisher = GatedPublisher::closed(&broker).await;
     let directory = tempfile::tempdir().expect("temporary directory");
     let configs = sink_tables(&format!(
         r#"
@@ -829,10 +818,7 @@ async fn a_stalled_sink_does_not_hold_up_the_others() {
 async fn shutdown_delivers_everything_queued() {
     let broker = Mosquitto::start();
     let mut received = subscriber(&broker, "devices/#").await;
-    let publisher = Arc::new(GatedPublisher {
-        gate: Semaphore::new(0),
-        inner: MqttPublisher::connect(&broker).await,
-    });
+    let publisher = GatedPublisher::closed(&broker).await;
     let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 2\n");
     let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
 
