@@ -213,3 +213,42 @@ fn backoff(policy: &DeliveryPolicy, attempt: u32) -> Duration {
     let half_micros = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
     half + Duration::from_micros(rand::rng().random_range(0..=half_micros))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(initial_ms: u64, max_ms: u64) -> DeliveryPolicy {
+        DeliveryPolicy {
+            attempts: 10,
+            initial_backoff: Duration::from_millis(initial_ms),
+            max_backoff: Duration::from_millis(max_ms),
+            timeout: Duration::from_secs(1),
+            queue_capacity: 1,
+            concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt_within_half_jitter_and_stops_at_the_cap() {
+        let policy = policy(200, 1_000);
+        for (attempt, full_ms) in [(1, 200), (2, 400), (3, 800), (4, 1_000), (30, 1_000)] {
+            let full = Duration::from_millis(full_ms);
+            for _ in 0..100 {
+                let wait = backoff(&policy, attempt);
+                assert!(
+                    wait >= full / 2 && wait <= full,
+                    "attempt {attempt}: {wait:?} outside {:?}..={full:?}",
+                    full / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_survives_huge_attempt_counts_and_settings() {
+        let policy = policy(u64::MAX / 4, u64::MAX / 2);
+        let wait = backoff(&policy, u32::MAX);
+        assert!(wait <= policy.max_backoff);
+    }
+}
