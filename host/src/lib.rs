@@ -6,5 +6,12 @@
 //! rules; the SQL stage is the `rulegate-sql` crate.
 
 pub mod actions;
+pub mod broker;
+pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod gateway;
 pub mod message;
+pub mod mqtt;
+pub mod pipeline;
+pub mod simulate;

@@ -1,10 +1,18 @@
 //! The `rulegate` command: parses arguments and calls the library.
 
 use clap::{Args, Parser, Subcommand};
+use rulegate::config::GatewayConfig;
+use rulegate::demo::{self, DemoOptions};
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
+use rulegate::gateway::Gateway;
 use rulegate::message::Message;
+use rulegate::mqtt::BrokerEndpoint;
+use rulegate::simulate::{self, SimulatorOptions};
+use rulegate_sql::{MessageContext, Payload, Statement};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -22,9 +30,81 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway with a configuration file until SIGINT or SIGTERM.
+    Run {
+        /// The gateway configuration (TOML); see gateway-config/.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The soil-moisture demo: embedded broker, simulator, archive and alert rules.
+    Demo {
+        /// The demo's gateway configuration.
+        #[arg(long, default_value = "gateway-config/demo.toml")]
+        config: PathBuf,
+        /// Stop after this many seconds instead of waiting for Ctrl-C.
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        #[command(flatten)]
+        simulator: SimulatorArgs,
+    },
+    /// Simulate soil sensors publishing to a broker.
+    Simulate {
+        /// The broker to publish to.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Stop after this many readings (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        simulator: SimulatorArgs,
+    },
     /// Check and try out rule modules.
     #[command(subcommand)]
     Rule(RuleCommand),
+    /// Evaluate AWS IoT SQL.
+    #[command(subcommand)]
+    Sql(SqlCommand),
+}
+
+#[derive(Subcommand)]
+enum SqlCommand {
+    /// Evaluate a statement on one message and print the output JSON, or `null`
+    /// when the message does not match. An invalid statement exits with status 2.
+    Eval {
+        #[arg(long)]
+        sql: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        payload: String,
+        #[arg(long)]
+        clientid: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct SimulatorArgs {
+    /// Number of sensors, named soilSensor1..N.
+    #[arg(long, default_value_t = 5)]
+    sensors: usize,
+    /// Readings per second over all sensors; 0 publishes flat out.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seed for repeatable readings.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl SimulatorArgs {
+    fn options(&self, count: Option<u64>) -> SimulatorOptions {
+        SimulatorOptions {
+            sensors: self.sensors,
+            rate: self.rate,
+            count,
+            seed: self.seed,
+            ..SimulatorOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -103,6 +183,9 @@ fn parse_config_entry(entry: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{entry}` is not KEY=VALUE"))
 }
 
+/// Exit status of `sql eval` for a statement that does not compile.
+const INVALID_SQL: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -110,7 +193,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(error) => {
             eprintln!("rulegate: {error:#}");
             ExitCode::FAILURE
@@ -118,8 +201,69 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn sql_eval(sql: &str, topic: &str, payload: &str, client_id: Option<&str>) -> ExitCode {
+    let statement = match Statement::parse(sql) {
+        Ok(statement) => statement,
+        Err(error) => {
+            eprintln!("rulegate: invalid SQL: {error}");
+            return ExitCode::from(INVALID_SQL);
+        }
+    };
+    let parsed = Payload::parse(payload.as_bytes());
+    let mut message = MessageContext::new(topic, &parsed, payload.as_bytes());
+    message.client_id = client_id;
+    match statement.evaluate(&message) {
+        Some(selected) => println!("{}", selected.to_json_line(&message)),
+        None => println!("null"),
+    }
+    ExitCode::SUCCESS
+}
+
+#[tokio::main]
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run { config } => {
+            let config = GatewayConfig::load(&config)?;
+            let gateway = Gateway::start(config, None).await?;
+            shutdown_signal().await?;
+            tracing::info!("shutting down: draining in-flight messages");
+            gateway.shutdown().await?;
+        }
+        Command::Demo {
+            config,
+            duration_secs,
+            simulator,
+        } => {
+            let summary = demo::run(DemoOptions {
+                config,
+                simulator: simulator.options(None),
+                duration: duration_secs.map(Duration::from_secs),
+            })
+            .await?;
+            println!("{}", summary.describe());
+        }
+        Command::Simulate {
+            broker,
+            count,
+            simulator,
+        } => {
+            let endpoint = BrokerEndpoint::from_url(&broker, "rulegate-simulator")?;
+            let (stop, stopped) = watch::channel(false);
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop.send(true);
+            });
+            let published = simulate::run(&endpoint, &simulator.options(count), stopped).await?;
+            println!("published {published} readings to {broker}");
+        }
+        Command::Sql(SqlCommand::Eval {
+            sql,
+            topic,
+            payload,
+            clientid,
+        }) => {
+            return Ok(sql_eval(&sql, &topic, &payload, clientid.as_deref()));
+        }
         Command::Rule(RuleCommand::Check { module, cache }) => {
             let engine = RuleEngine::new(cache.engine_options())?;
             let loaded = engine.load_file(&module)?;
@@ -128,7 +272,6 @@ fn run(command: Command) -> anyhow::Result<()> {
                 module.display(),
                 loaded.hash()
             );
-            Ok(())
         }
         Command::Rule(RuleCommand::Test {
             module,
@@ -160,7 +303,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             for output in outputs {
                 println!("{}", output.to_json());
             }
-            Ok(())
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }

@@ -1,0 +1,432 @@
+//! The gateway configuration file: broker, sinks and rules, in TOML.
+//!
+//! Deserialised with serde and checked once at start; every error names the
+//! file and the offending key. Compiling what the keys hold (SQL, templates,
+//! modules) is the pipeline's job, which reports with the same key paths.
+//! `gateway-config/` holds documented examples.
+
+use crate::actions::{SinkConfig, SinkKind};
+use crate::engine::{RuleConfig, RuleLimits};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A whole gateway configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    pub broker: BrokerConfig,
+    /// Where actions deliver, by name: `[sinks.archive]`.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// The rules, in the order they appear: `[[rules]]`.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// The directory relative paths (rule modules, file sinks) start from: the
+    /// configuration file's own directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file the configuration came from, for error messages.
+    #[serde(skip)]
+    pub origin: PathBuf,
+}
+
+/// `[gateway]`: settings of the process itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Messages with a larger payload are refused, counted and logged.
+    pub max_payload_bytes: usize,
+    /// Directory for precompiled rule modules; default `$XDG_CACHE_HOME/rulegate`.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the counters are summarised in the log, in seconds; 0 turns it off.
+    pub stats_interval_secs: u64,
+    /// Messages waiting in front of each rule; when full, intake waits.
+    pub rule_queue: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            // AWS IoT Core's own limit for a message.
+            max_payload_bytes: 128 * 1024,
+            cache_dir: None,
+            stats_interval_secs: 60,
+            rule_queue: 1024,
+        }
+    }
+}
+
+/// `[broker]`: the MQTT broker the devices publish to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// An external broker: `mqtt://host:port` (default port 1883) or
+    /// `mqtts://host:port` (default port 8883).
+    pub url: Option<String>,
+    /// Run a broker inside the gateway instead, so devices connect straight to it.
+    #[serde(default)]
+    pub embedded: bool,
+    /// Where the embedded broker listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The gateway's MQTT client id.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    pub username: Option<String>,
+    /// The name of the environment variable that holds the password; the password
+    /// itself never sits in the file.
+    pub password_env: Option<String>,
+    /// CA certificate (PEM) to verify an `mqtts://` broker; default: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// MQTT keep-alive, in seconds.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// Start with a clean session; the default keeps a persistent session, so the
+    /// broker holds QoS 1 messages for the gateway while it reconnects.
+    #[serde(default)]
+    pub clean_session: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+
+fn default_client_id() -> String {
+    "rulegate".to_owned()
+}
+
+fn default_keep_alive() -> u64 {
+    30
+}
+
+/// `[[rules]]`: one rule, as in an AWS IoT topic rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique name; it tags logs, counters and the rule's errors.
+    pub name: String,
+    /// An AWS IoT SQL (2016-03-23) statement: `SELECT ... FROM 'topic/+' WHERE ...`.
+    pub sql: String,
+    /// A Wasm rule (`.wasm` component) run on what the SQL selected; without it
+    /// the selection goes straight to the actions.
+    pub module: Option<PathBuf>,
+    /// Values the module reads with `config::get`; numbers and booleans are
+    /// passed as their text.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// The module's resource limits.
+    #[serde(default)]
+    pub limits: RuleLimits,
+    /// Where each output goes: `[[rules.actions]]`.
+    #[serde(default)]
+    pub actions: Vec<ActionSpec>,
+    /// Where a failure of this rule goes (a failed delivery, a rule error), as
+    /// AWS IoT's `errorAction`: `[rules.error_action]`.
+    pub error_action: Option<ActionSpec>,
+}
+
+/// A rule configuration value: TOML scalars are accepted and passed as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigValue::Text(text) => f.write_str(text),
+            ConfigValue::Integer(value) => write!(f, "{value}"),
+            ConfigValue::Float(value) => write!(f, "{value}"),
+            ConfigValue::Boolean(value) => write!(f, "{value}"),
+        }
+    }
+}
+
+/// An action: a sink plus its parameters. Parameters are substitution templates
+/// (`device/${topic(2)}/devicePayload/${timestamp()}`) evaluated per message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// The name of a `[sinks.NAME]` entry.
+    pub sink: String,
+    /// Object key (s3) or relative path (file).
+    pub key: Option<String>,
+    /// Notification subject (sns).
+    pub subject: Option<String>,
+    /// Topic to publish to (mqtt).
+    pub topic: Option<String>,
+    /// QoS of the publish (mqtt): 0, 1 or 2.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Retain flag of the publish (mqtt).
+    #[serde(default)]
+    pub retain: bool,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// A configuration that cannot be used, with the file and key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration {path}: `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+impl GatewayConfig {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Self::parse(&text, path, base_dir)
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(
+        text: &str,
+        origin: &Path,
+        base_dir: PathBuf,
+    ) -> Result<GatewayConfig, ConfigError> {
+        let mut config: GatewayConfig =
+            toml::from_str(text).map_err(|error| ConfigError::Parse {
+                path: origin.to_owned(),
+                message: error.to_string(),
+            })?;
+        config.base_dir = base_dir;
+        config.origin = origin.to_owned();
+        config
+            .check()
+            .map_err(|(key, problem)| ConfigError::Invalid {
+                path: origin.to_owned(),
+                key,
+                problem,
+            })?;
+        for sink in config.sinks.values_mut() {
+            if let Some(directory) = &mut sink.directory {
+                *directory = config.base_dir.join(&*directory);
+            }
+        }
+        Ok(config)
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    /// The key path of rule `index` in messages: `rules[1] (humidity-alert)`.
+    pub fn rule_key(&self, index: usize) -> String {
+        format!("rules[{index}] ({})", self.rules[index].name)
+    }
+
+    /// Checks what serde cannot: choices that exclude each other, references
+    /// between sections, parameters that fit their sink.
+    fn check(&self) -> Result<(), (String, String)> {
+        let broker = &self.broker;
+        match (&broker.url, broker.embedded) {
+            (Some(_), true) => {
+                return Err((
+                    "broker".into(),
+                    "set either `url` or `embedded = true`, not both".into(),
+                ));
+            }
+            (None, false) => {
+                return Err((
+                    "broker".into(),
+                    "set `url` of an external broker or `embedded = true`".into(),
+                ));
+            }
+            _ => {}
+        }
+        if broker.client_cert_file.is_some() != broker.client_key_file.is_some() {
+            return Err((
+                "broker.client_cert_file".into(),
+                "mutual TLS needs both `client_cert_file` and `client_key_file`".into(),
+            ));
+        }
+        if self.gateway.rule_queue == 0 {
+            return Err(("gateway.rule_queue".into(), "must be at least 1".into()));
+        }
+        for (name, sink) in &self.sinks {
+            sink.validate(name)
+                .map_err(|error| (format!("sinks.{name}"), error.to_string()))?;
+        }
+        let mut names = HashSet::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let key = self.rule_key(index);
+            if rule.name.trim().is_empty() {
+                return Err((format!("rules[{index}].name"), "must not be empty".into()));
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err((format!("{key}.name"), "another rule has this name".into()));
+            }
+            if rule.actions.is_empty() && rule.module.is_none() {
+                return Err((
+                    format!("{key}.actions"),
+                    "a rule without a module needs at least one action".into(),
+                ));
+            }
+            for (position, action) in rule.actions.iter().enumerate() {
+                self.check_action(action).map_err(|(field, problem)| {
+                    (format!("{key}.actions[{position}].{field}"), problem)
+                })?;
+            }
+            if let Some(action) = &rule.error_action {
+                self.check_action(action)
+                    .map_err(|(field, problem)| (format!("{key}.error_action.{field}"), problem))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one action against its sink; errors name the action's own field.
+    fn check_action(&self, action: &ActionSpec) -> Result<(), (&'static str, String)> {
+        let Some(sink) = self.sinks.get(&action.sink) else {
+            let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
+            return Err((
+                "sink",
+                format!(
+                    "no sink named `{}` (configured: {})",
+                    action.sink,
+                    known.join(", ")
+                ),
+            ));
+        };
+        if action.qos > 2 {
+            return Err((
+                "qos",
+                format!("{} is not an MQTT QoS (0, 1 or 2)", action.qos),
+            ));
+        }
+        let kind = sink.kind();
+        let parameters = [
+            (
+                "key",
+                action.key.is_some(),
+                matches!(kind, SinkKind::S3 | SinkKind::File),
+            ),
+            ("subject", action.subject.is_some(), kind == SinkKind::Sns),
+            ("topic", action.topic.is_some(), kind == SinkKind::Mqtt),
+        ];
+        if let Some((field, ..)) = parameters
+            .iter()
+            .find(|(_, present, applies)| *present && !applies)
+        {
+            return Err((field, format!("a {kind} sink does not use `{field}`")));
+        }
+        Ok(())
+    }
+}
+
+impl RuleSpec {
+    /// The configuration values as the module sees them.
+    pub fn module_config(&self) -> RuleConfig {
+        self.config
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_string()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::parse(text, Path::new("gw.toml"), PathBuf::from("/etc/rulegate"))
+    }
+
+    fn error_text(text: &str) -> String {
+        parse(text).err().expect("the configuration must be refused").to_string()
+    }
+
+    const VALID: &str = r#"
+        [broker]
+        url = "mqtt://127.0.0.1"
+
+        [sinks.local]
+        type = "file"
+        directory = "archive"
+
+        [[rules]]
+        name = "archive"
+        sql = "SELECT * FROM 'device/+/devicePayload'"
+        module = "rules/passthrough.wasm"
+        config = { threshold = 35, label = "soil" }
+        [[rules.actions]]
+        sink = "local"
+        key = "${topic(2)}"
+    "#;
+
+    #[test]
+    fn valid_file_resolves_paths_against_its_directory() {
+        let config = parse(VALID).unwrap();
+        assert_eq!(
+            config.sinks["local"].directory.as_deref(),
+            Some(Path::new("/etc/rulegate/archive"))
+        );
+        let module = config.rules[0].module.as_deref().unwrap();
+        assert_eq!(config.resolve(module), Path::new("/etc/rulegate/rules/passthrough.wasm"));
+        assert_eq!(config.rules[0].module_config()["threshold"], "35");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = error_text(&VALID.replace("sql =", "sqll ="));
+        assert!(text.contains("gw.toml") && text.contains("sqll") && text.contains("line"), "{text}");
+    }
+
+    #[test]
+    fn action_on_an_unknown_sink_names_the_action() {
+        let text = error_text(&VALID.replace("sink = \"local\"", "sink = \"lokal\""));
+        assert!(text.contains("`rules[0] (archive).actions[0].sink`"), "{text}");
+        assert!(text.contains("no sink named `lokal`"), "{text}");
+    }
+
+    #[test]
+    fn parameter_that_does_not_fit_the_sink_is_named() {
+        let text = error_text(&VALID.replace("key = ", "subject = \"x\"\n        key = "));
+        assert!(text.contains("actions[0].subject") && text.contains("file sink"), "{text}");
+    }
+
+    #[test]
+    fn broker_needs_exactly_one_of_url_and_embedded() {
+        let both = error_text(&VALID.replace("url =", "embedded = true\n        url ="));
+        assert!(both.contains("`broker`") && both.contains("not both"), "{both}");
+        let neither = error_text(&VALID.replace("url = \"mqtt://127.0.0.1\"", ""));
+        assert!(neither.contains("`broker`"), "{neither}");
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_refused() {
+        let rule = &VALID[VALID.find("[[rules]]").unwrap()..];
+        let text = error_text(&format!("{VALID}\n{rule}"));
+        assert!(text.contains("rules[1] (archive).name"), "{text}");
+    }
+}

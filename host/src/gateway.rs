@@ -1,0 +1,146 @@
+//! The running gateway: starts the embedded broker when configured, connects
+//! to the broker, starts the sinks and the pipeline, and shuts them down in
+//! the order that loses nothing: intake first, then the rules' queues, then the
+//! sinks' queues, then the egress connection.
+
+use crate::actions::{SinkConfig, SinkEnv, SinkStats, Sinks};
+use crate::broker;
+use crate::config::GatewayConfig;
+use crate::engine::{EngineOptions, RuleEngine};
+use crate::mqtt::{self, BrokerEndpoint, Egress};
+use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineStats};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How long start waits for the broker to acknowledge the subscriptions.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the egress connection to send what it queued.
+const EGRESS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A gateway that is running; [`Gateway::shutdown`] stops it cleanly.
+pub struct Gateway {
+    stop_intake: watch::Sender<bool>,
+    stop_egress: watch::Sender<bool>,
+    intake: JoinHandle<()>,
+    pipeline: JoinHandle<()>,
+    egress: JoinHandle<()>,
+    sinks: Arc<Sinks>,
+    stats: PipelineStats,
+}
+
+impl Gateway {
+    /// Starts a gateway. `aws` overrides the standard AWS configuration chain
+    /// (tests point it at a local endpoint); `None` uses the chain.
+    pub async fn start(
+        config: GatewayConfig,
+        aws: Option<aws_config::SdkConfig>,
+    ) -> anyhow::Result<Gateway> {
+        let engine = RuleEngine::new(EngineOptions {
+            cache_dir: config
+                .gateway
+                .cache_dir
+                .clone()
+                .or_else(EngineOptions::default_cache_dir),
+        })?;
+        // Compiling modules keeps a core busy for a moment; not on the runtime's threads.
+        let (pipeline, config) = tokio::task::spawn_blocking(move || {
+            Pipeline::compile(&config, &engine).map(|pipeline| (pipeline, config))
+        })
+        .await
+        .context("compiling the rules")??;
+
+        let max_payload = config.gateway.max_payload_bytes;
+        if config.broker.embedded {
+            broker::start_embedded(config.broker.listen, max_payload)?;
+        }
+        let endpoint = BrokerEndpoint::from_config(&config.broker)?;
+        let (stop_intake, intake_stopped) = watch::channel(false);
+        let (stop_egress, egress_stopped) = watch::channel(false);
+        let (egress, egress_task) = Egress::spawn(&endpoint, max_payload * 2, egress_stopped);
+
+        let mut sink_configs = config.sinks.clone();
+        if !sink_configs.contains_key(DEVICE_TOPICS_SINK) {
+            sink_configs.insert(DEVICE_TOPICS_SINK.to_owned(), SinkConfig::mqtt());
+        }
+        let (failures, failed) = mpsc::channel(256);
+        let env = SinkEnv {
+            aws,
+            publisher: Some(Arc::new(egress)),
+        };
+        let sinks = Arc::new(Sinks::start(&sink_configs, env, failures).await?);
+
+        let (inbound, inbound_queue) = mpsc::channel(config.gateway.rule_queue);
+        let stats = pipeline.stats();
+        let subscriptions = pipeline.subscriptions();
+        tracing::info!(
+            broker = endpoint.address(),
+            rules = config.rules.len(),
+            ?subscriptions,
+            "gateway starting"
+        );
+        let pipeline = pipeline.run(inbound_queue, sinks.clone(), failed);
+        let (subscribed, mut ready) = watch::channel(false);
+        let intake = mqtt::spawn_intake(
+            &endpoint,
+            subscriptions,
+            max_payload,
+            inbound,
+            subscribed,
+            intake_stopped,
+        );
+        // Ready means subscribed: a reading published after `start` returns is
+        // not missed. A broker that is down is retried in the background.
+        if tokio::time::timeout(READY_TIMEOUT, ready.wait_for(|&done| done))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                broker = endpoint.address(),
+                "not subscribed after {READY_TIMEOUT:?}; still trying in the background"
+            );
+        }
+        Ok(Gateway {
+            stop_intake,
+            stop_egress,
+            intake,
+            pipeline,
+            egress: egress_task,
+            sinks,
+            stats,
+        })
+    }
+
+    /// Counters of the intake and of each rule.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// Counters of each sink.
+    pub fn sink_stats(&self) -> Vec<(String, SinkStats)> {
+        self.sinks.stats()
+    }
+
+    /// Stops taking messages, finishes every message already taken, delivers
+    /// what the sinks hold, and closes the connections. Returns the sinks'
+    /// final counters.
+    pub async fn shutdown(self) -> anyhow::Result<Vec<(String, SinkStats)>> {
+        let _ = self.stop_intake.send(true);
+        self.intake.await.context("intake task")?;
+        self.pipeline.await.context("pipeline task")?;
+        let Ok(sinks) = Arc::try_unwrap(self.sinks) else {
+            anyhow::bail!("sinks still in use at shutdown; their queues were not drained");
+        };
+        let final_stats = sinks.shutdown().await;
+        let _ = self.stop_egress.send(true);
+        if tokio::time::timeout(EGRESS_DRAIN_TIMEOUT, self.egress)
+            .await
+            .is_err()
+        {
+            tracing::warn!("egress connection did not close in {EGRESS_DRAIN_TIMEOUT:?}");
+        }
+        Ok(final_stats)
+    }
+}

@@ -1,0 +1,172 @@
+//! A rule compiled from its configuration: the SQL statement, the optional Wasm
+//! module, and the actions with their substitution templates. Compiled once at
+//! start; nothing here is parsed per message.
+
+use super::stats::RuleCounters;
+use crate::actions::{SinkKind, Target};
+use crate::config::{ActionSpec, ConfigError, GatewayConfig, RuleSpec};
+use crate::engine::{RuleEngine, RuleInstance};
+use crate::message::{Property, QoS};
+use rulegate_sql::{MessageContext, Statement, Template};
+use std::sync::Arc;
+
+pub(crate) struct CompiledRule {
+    pub(crate) name: Arc<str>,
+    pub(crate) statement: Statement,
+    pub(crate) actions: Vec<CompiledAction>,
+    pub(crate) error_action: Option<CompiledAction>,
+    pub(crate) counters: Arc<RuleCounters>,
+}
+
+/// Output attributes a rule sets to override action parameters; the others
+/// travel on as SNS message attributes.
+const OVERRIDE_ATTRIBUTES: [&str; 3] = ["key", "subject", "topic"];
+
+impl CompiledRule {
+    /// Compiles rule `index` of `config`; with a module, also starts the
+    /// instance that will run it, so a broken module or configuration stops the
+    /// gateway at start, not at the first message.
+    pub(crate) fn compile(
+        config: &GatewayConfig,
+        index: usize,
+        engine: &RuleEngine,
+    ) -> Result<(CompiledRule, Option<RuleInstance>), ConfigError> {
+        let spec: &RuleSpec = &config.rules[index];
+        let key = config.rule_key(index);
+        let invalid = |field: String, problem: String| ConfigError::Invalid {
+            path: config.origin.clone(),
+            key: field,
+            problem,
+        };
+        let statement = Statement::parse(&spec.sql)
+            .map_err(|error| invalid(format!("{key}.sql"), error.to_string()))?;
+        let instance = match &spec.module {
+            None => None,
+            Some(path) => {
+                let path = config.resolve(path);
+                let module = engine
+                    .load_file(&path)
+                    .map_err(|error| invalid(format!("{key}.module"), error.to_string()))?;
+                let instance = module
+                    .instantiate(&spec.name, spec.module_config(), spec.limits)
+                    .map_err(|error| invalid(format!("{key}.module"), error.to_string()))?;
+                Some(instance)
+            }
+        };
+        let compile_action = |field: String, action: &ActionSpec| {
+            CompiledAction::compile(config, action)
+                .map_err(|(param, problem)| invalid(format!("{field}.{param}"), problem))
+        };
+        let actions = spec
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(position, action)| compile_action(format!("{key}.actions[{position}]"), action))
+            .collect::<Result<_, _>>()?;
+        let error_action = spec
+            .error_action
+            .as_ref()
+            .map(|action| compile_action(format!("{key}.error_action"), action))
+            .transpose()?;
+        let rule = CompiledRule {
+            name: Arc::from(spec.name.as_str()),
+            statement,
+            actions,
+            error_action,
+            counters: Arc::default(),
+        };
+        Ok((rule, instance))
+    }
+}
+
+/// One action of a rule, with its templates compiled.
+pub(crate) struct CompiledAction {
+    pub(crate) sink: String,
+    params: ActionParams,
+}
+
+enum ActionParams {
+    Object {
+        key: Template,
+    },
+    Notification {
+        subject: Option<Template>,
+    },
+    Publish {
+        topic: Template,
+        qos: QoS,
+        retain: bool,
+    },
+}
+
+impl CompiledAction {
+    /// Compiles an action whose sink exists and whose parameters fit it (the
+    /// configuration check saw to both). Errors name the parameter.
+    fn compile(config: &GatewayConfig, spec: &ActionSpec) -> Result<Self, (&'static str, String)> {
+        let template =
+            |param: &'static str, text: &Option<String>| -> Result<Option<Template>, _> {
+                text.as_deref()
+                    .map(Template::compile)
+                    .transpose()
+                    .map_err(|error| (param, format!("template: {error}")))
+            };
+        let kind = config
+            .sinks
+            .get(&spec.sink)
+            .map(|sink| sink.kind())
+            .ok_or_else(|| ("sink", format!("no sink named `{}`", spec.sink)))?;
+        let missing = |param: &'static str| (param, format!("a {kind} sink needs `{param}`"));
+        let params = match kind {
+            SinkKind::S3 | SinkKind::File => ActionParams::Object {
+                key: template("key", &spec.key)?.ok_or_else(|| missing("key"))?,
+            },
+            SinkKind::Sns => ActionParams::Notification {
+                subject: template("subject", &spec.subject)?,
+            },
+            SinkKind::Mqtt => ActionParams::Publish {
+                topic: template("topic", &spec.topic)?.ok_or_else(|| missing("topic"))?,
+                qos: match spec.qos {
+                    0 => QoS::AtMostOnce,
+                    1 => QoS::AtLeastOnce,
+                    _ => QoS::ExactlyOnce,
+                },
+                retain: spec.retain,
+            },
+        };
+        Ok(CompiledAction {
+            sink: spec.sink.clone(),
+            params,
+        })
+    }
+
+    /// Where this action sends one output: templates rendered against the
+    /// message, then overridden by the output's own attributes.
+    pub(crate) fn target(&self, message: &MessageContext<'_>, attributes: &[Property]) -> Target {
+        let attribute = |name: &str| {
+            attributes
+                .iter()
+                .find(|property| property.key == name)
+                .map(|property| property.value.clone())
+        };
+        match &self.params {
+            ActionParams::Object { key } => Target::Object {
+                key: attribute("key").unwrap_or_else(|| key.render(message)),
+            },
+            ActionParams::Notification { subject } => Target::Notification {
+                subject: attribute("subject")
+                    .or_else(|| subject.as_ref().map(|subject| subject.render(message))),
+                attributes: attributes
+                    .iter()
+                    .filter(|property| !OVERRIDE_ATTRIBUTES.contains(&property.key.as_str()))
+                    .cloned()
+                    .collect(),
+            },
+            ActionParams::Publish { topic, qos, retain } => Target::Publish {
+                topic: attribute("topic").unwrap_or_else(|| topic.render(message)),
+                qos: *qos,
+                retain: *retain,
+                user_properties: Vec::new(),
+            },
+        }
+    }
+}
