@@ -505,3 +505,24 @@ topic = "errors/${{topic(2)}}"
     assert_eq!(stats[0].1.errors, 1);
     gateway.shutdown().await.unwrap();
 }
+
+#[test]
+fn example_configurations_load_and_compile() {
+    rule_module("humidity-alert"); // the examples name the built module
+    let engine = rulegate::engine::RuleEngine::new(Default::default()).unwrap();
+    let examples = harness::repository_root().join("gateway-config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "toml")
+        {
+            let config = GatewayConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
+            rulegate::pipeline::Pipeline::compile(&config, &engine)
+                .unwrap_or_else(|error| panic!("{error}"));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "demo, soil-moisture-aws, soil-moisture-local");
+}

@@ -363,7 +363,9 @@ mod tests {
     }
 
     fn error_text(text: &str) -> String {
-        parse(text).err().expect("the configuration must be refused").to_string()
+        parse(text)
+            .expect_err("the configuration must be refused")
+            .to_string()
     }
 
     const VALID: &str = r#"
@@ -392,33 +394,48 @@ mod tests {
             Some(Path::new("/etc/rulegate/archive"))
         );
         let module = config.rules[0].module.as_deref().unwrap();
-        assert_eq!(config.resolve(module), Path::new("/etc/rulegate/rules/passthrough.wasm"));
+        assert_eq!(
+            config.resolve(module),
+            Path::new("/etc/rulegate/rules/passthrough.wasm")
+        );
         assert_eq!(config.rules[0].module_config()["threshold"], "35");
     }
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = error_text(&VALID.replace("sql =", "sqll ="));
-        assert!(text.contains("gw.toml") && text.contains("sqll") && text.contains("line"), "{text}");
+        assert!(
+            text.contains("gw.toml") && text.contains("sqll") && text.contains("line"),
+            "{text}"
+        );
     }
 
     #[test]
     fn action_on_an_unknown_sink_names_the_action() {
         let text = error_text(&VALID.replace("sink = \"local\"", "sink = \"lokal\""));
-        assert!(text.contains("`rules[0] (archive).actions[0].sink`"), "{text}");
+        assert!(
+            text.contains("`rules[0] (archive).actions[0].sink`"),
+            "{text}"
+        );
         assert!(text.contains("no sink named `lokal`"), "{text}");
     }
 
     #[test]
     fn parameter_that_does_not_fit_the_sink_is_named() {
         let text = error_text(&VALID.replace("key = ", "subject = \"x\"\n        key = "));
-        assert!(text.contains("actions[0].subject") && text.contains("file sink"), "{text}");
+        assert!(
+            text.contains("actions[0].subject") && text.contains("file sink"),
+            "{text}"
+        );
     }
 
     #[test]
     fn broker_needs_exactly_one_of_url_and_embedded() {
         let both = error_text(&VALID.replace("url =", "embedded = true\n        url ="));
-        assert!(both.contains("`broker`") && both.contains("not both"), "{both}");
+        assert!(
+            both.contains("`broker`") && both.contains("not both"),
+            "{both}"
+        );
         let neither = error_text(&VALID.replace("url = \"mqtt://127.0.0.1\"", ""));
         assert!(neither.contains("`broker`"), "{neither}");
     }

@@ -10,7 +10,7 @@ use crate::engine::{EngineOptions, RuleEngine};
 use crate::mqtt::{self, BrokerEndpoint, Egress};
 use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineStats};
 use anyhow::Context;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ const EGRESS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A gateway that is running; [`Gateway::shutdown`] stops it cleanly.
 pub struct Gateway {
+    summary: Option<JoinHandle<()>>,
     stop_intake: watch::Sender<bool>,
     stop_egress: watch::Sender<bool>,
     intake: JoinHandle<()>,
@@ -102,7 +103,12 @@ impl Gateway {
                 "not subscribed after {READY_TIMEOUT:?}; still trying in the background"
             );
         }
+        let summary = (config.gateway.stats_interval_secs > 0).then(|| {
+            let period = Duration::from_secs(config.gateway.stats_interval_secs);
+            tokio::spawn(log_summaries(period, stats.clone(), Arc::downgrade(&sinks)))
+        });
         Ok(Gateway {
+            summary,
             stop_intake,
             stop_egress,
             intake,
@@ -127,6 +133,9 @@ impl Gateway {
     /// what the sinks hold, and closes the connections. Returns the sinks'
     /// final counters.
     pub async fn shutdown(self) -> anyhow::Result<Vec<(String, SinkStats)>> {
+        if let Some(summary) = &self.summary {
+            summary.abort();
+        }
         let _ = self.stop_intake.send(true);
         self.intake.await.context("intake task")?;
         self.pipeline.await.context("pipeline task")?;
@@ -141,6 +150,51 @@ impl Gateway {
         {
             tracing::warn!("egress connection did not close in {EGRESS_DRAIN_TIMEOUT:?}");
         }
+        log_summary(&self.stats, &final_stats);
         Ok(final_stats)
+    }
+}
+
+/// Writes the counters to the log every `period`.
+async fn log_summaries(period: Duration, stats: PipelineStats, sinks: Weak<Sinks>) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(sinks) = sinks.upgrade() else {
+            return;
+        };
+        log_summary(&stats, &sinks.stats());
+    }
+}
+
+fn log_summary(stats: &PipelineStats, sinks: &[(String, SinkStats)]) {
+    let intake = stats.intake();
+    tracing::info!(
+        received = intake.received,
+        oversized = intake.oversized,
+        "intake"
+    );
+    for (rule, counters) in stats.rules() {
+        tracing::info!(
+            rule,
+            matched = counters.matched,
+            selected = counters.selected,
+            outputs = counters.outputs,
+            dropped = counters.dropped,
+            errors = counters.errors,
+            busy_ms = counters.busy_micros / 1000,
+            "rule"
+        );
+    }
+    for (sink, counters) in sinks {
+        tracing::info!(
+            sink,
+            delivered = counters.delivered,
+            retried = counters.retried,
+            failed = counters.failed,
+            queued = counters.queued,
+            "sink"
+        );
     }
 }

@@ -21,9 +21,11 @@ use tokio::sync::watch;
     about = "WebAssembly edge rule runtime for MQTT devices"
 )]
 struct Cli {
-    /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `rulegate=debug`).
-    #[arg(long, global = true, env = "RULEGATE_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `rulegate=debug`)
+    /// [default: `info` for `run`, `warn` otherwise; the embedded broker's own log
+    /// is off unless named, e.g. `rumqttd=warn`]
+    #[arg(long, global = true, env = "RULEGATE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -188,8 +190,12 @@ const INVALID_SQL: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Run { .. } => "info,rumqttd=off",
+        _ => "warn,rumqttd=off",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(&cli.log)
+        .with_env_filter(cli.log.as_deref().unwrap_or(default_log))
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {
