@@ -436,6 +436,10 @@ async fn malformed_and_oversized_messages_do_not_stop_the_good_ones() {
     let intake = gateway.stats().intake();
     assert_eq!(intake.received, 44);
     assert_eq!(intake.oversized, 1, "only the 10 kB payload is over 4 kB");
+    assert_eq!(
+        intake.not_json, 3,
+        "cut-off JSON, binary bytes, nesting past the limit"
+    );
     gateway.shutdown().await.unwrap();
 }
 
@@ -504,6 +508,45 @@ topic = "errors/${{topic(2)}}"
     let stats = gateway.stats().rules();
     assert_eq!(stats[0].1.errors, 1);
     gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_that_keeps_failing_goes_to_the_error_action() {
+    let mosquitto = Mosquitto::start();
+    let moto = Moto::start(); // no bucket: every PutObject fails
+    let config = archive_config(
+        &mosquitto.url(),
+        &moto,
+        "[rules.error_action]\nsink = \"device\"\ntopic = \"errors/archive\"\n\n[sinks.device]\ntype = \"mqtt\"",
+    );
+    let mut config = config;
+    config.sinks.get_mut("archive").unwrap().attempts = 2;
+    let gateway = Gateway::start(config, Some(moto.sdk_config().await))
+        .await
+        .unwrap();
+    let mut errors = Recorder::subscribe(mosquitto.port(), "errors/#").await;
+
+    publish_readings(mosquitto.port(), 3, 5).await;
+    let reported = errors.take(3, Duration::from_secs(30)).await;
+    assert_eq!(
+        reported.len(),
+        3,
+        "one report per reading that could not be archived"
+    );
+    for (_, body) in &reported {
+        let report: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(report["ruleName"], "archive");
+        assert_eq!(report["failures"][0]["failedAction"], "Delivery");
+        assert_eq!(report["failures"][0]["failedResource"], "archive");
+        assert!(
+            report["base64OriginalPayload"]
+                .as_str()
+                .is_some_and(|payload| !payload.is_empty())
+        );
+    }
+    let sinks = gateway.shutdown().await.unwrap();
+    let archive = &sinks.iter().find(|(name, _)| name == "archive").unwrap().1;
+    assert_eq!((archive.delivered, archive.failed), (0, 3));
 }
 
 #[test]

@@ -220,8 +220,22 @@ impl Router {
             if matched.is_empty() {
                 continue;
             }
+            let payload = Payload::parse(&message.payload);
+            if let Payload::Binary(bytes) = &payload {
+                self.intake.not_json();
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let reason = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+                        .err()
+                        .map(|error| error.to_string());
+                    tracing::debug!(
+                        topic = message.topic,
+                        ?reason,
+                        "payload is not JSON: SQL sees it as binary"
+                    );
+                }
+            }
             let received = Arc::new(Received {
-                payload: Payload::parse(&message.payload),
+                payload,
                 inbound: message,
             });
             let context = received.context();

@@ -77,6 +77,7 @@ impl RuleCounters {
 pub struct IntakeCounters {
     received: AtomicU64,
     oversized: AtomicU64,
+    not_json: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -85,6 +86,9 @@ pub struct IntakeStats {
     pub received: u64,
     /// Messages refused for a payload over `gateway.max_payload_bytes`.
     pub oversized: u64,
+    /// Messages whose payload is not JSON (malformed, binary, nested too deep);
+    /// the SQL sees them as binary, as AWS IoT does.
+    pub not_json: u64,
 }
 
 impl IntakeCounters {
@@ -96,10 +100,15 @@ impl IntakeCounters {
         self.oversized.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn not_json(&self) {
+        self.not_json.fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(&self) -> IntakeStats {
         IntakeStats {
             received: self.received.load(Relaxed),
             oversized: self.oversized.load(Relaxed),
+            not_json: self.not_json.load(Relaxed),
         }
     }
 }
