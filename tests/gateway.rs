@@ -569,3 +569,60 @@ fn example_configurations_load_and_compile() {
     }
     assert_eq!(checked, 3, "demo, soil-moisture-aws, soil-moisture-local");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_publish_properties_reach_the_sql() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let mosquitto = Mosquitto::start();
+    let config = parse_config(&format!(
+        r#"
+[broker]
+url = "{url}"
+protocol = "5"
+client_id = "v5-{id}"
+
+[sinks.device]
+type = "mqtt"
+
+[[rules]]
+name = "tagged"
+sql = "SELECT humidity, get_user_properties('site') AS site, get_mqtt_property('content_type') AS ct FROM 'device/+/devicePayload'"
+[[rules.actions]]
+sink = "device"
+topic = "tagged/${{topic(2)}}"
+"#,
+        url = mosquitto.url(),
+        id = uuid::Uuid::new_v4().simple(),
+    ));
+    let gateway = Gateway::start(config, None).await.unwrap();
+    let mut tagged = Recorder::subscribe(mosquitto.port(), "tagged/#").await;
+
+    let options = rumqttc::v5::MqttOptions::new("v5-device", "127.0.0.1", mosquitto.port());
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 16);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let properties = PublishProperties {
+        content_type: Some("application/json".into()),
+        user_properties: vec![("site".into(), "north".into())],
+        ..Default::default()
+    };
+    client
+        .publish_with_properties(
+            "device/s1/devicePayload",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            r#"{"humidity":30}"#,
+            properties,
+        )
+        .await
+        .unwrap();
+
+    let received = tagged.take(1, Duration::from_secs(20)).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].0, "tagged/s1");
+    let selected: Value = serde_json::from_slice(&received[0].1).unwrap();
+    assert_eq!(
+        selected,
+        serde_json::json!({"humidity": 30, "site": ["north"], "ct": "application/json"})
+    );
+    gateway.shutdown().await.unwrap();
+}

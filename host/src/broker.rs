@@ -49,7 +49,7 @@ fn broker_config(listen: SocketAddr, max_payload_bytes: usize) -> Config {
             connection_timeout_ms: 60_000,
             // Headroom over the gateway's limit, so the gateway counts oversized
             // payloads instead of the broker cutting the device off.
-            max_payload_size: max_payload_bytes * 2 + 64 * 1024,
+            max_payload_size: crate::mqtt::packet_room(max_payload_bytes),
             max_inflight_count: 500,
             auth: None,
             external_auth: None,
@@ -60,8 +60,11 @@ fn broker_config(listen: SocketAddr, max_payload_bytes: usize) -> Config {
         router: RouterConfig {
             max_connections: 10_000,
             max_outgoing_packet_count: 200,
-            max_segment_size: 100 << 20,
-            max_segment_count: 10,
+            // What the broker keeps in memory per topic for slow subscribers:
+            // small, for a Raspberry Pi. A subscriber further behind loses the
+            // oldest messages, so the gateway's intake must keep up.
+            max_segment_size: 4 << 20,
+            max_segment_count: 4,
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("devices".to_owned(), server)])),

@@ -7,6 +7,7 @@
 
 use crate::actions::{SinkConfig, SinkKind};
 use crate::engine::{RuleConfig, RuleLimits};
+use crate::pipeline::DEVICE_TOPICS_SINK;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -73,6 +74,12 @@ pub struct BrokerConfig {
     /// Where the embedded broker listens.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The MQTT version the gateway speaks to the broker: `"3.1.1"` (default) or
+    /// `"5"`, which brings publish properties (user properties, content type,
+    /// response topic) to the SQL functions and the rules. The embedded broker
+    /// speaks 3.1.1.
+    #[serde(default)]
+    pub protocol: MqttVersion,
     /// The gateway's MQTT client id.
     #[serde(default = "default_client_id")]
     pub client_id: String,
@@ -80,7 +87,8 @@ pub struct BrokerConfig {
     /// The name of the environment variable that holds the password; the password
     /// itself never sits in the file.
     pub password_env: Option<String>,
-    /// CA certificate (PEM) to verify an `mqtts://` broker; default: the system roots.
+    /// CA certificate (PEM) that signed an `mqtts://` broker's certificate
+    /// (for AWS IoT Core: AmazonRootCA1.pem). Required for `mqtts://`.
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key (PEM) for mutual TLS.
     pub client_cert_file: Option<PathBuf>,
@@ -92,6 +100,16 @@ pub struct BrokerConfig {
     /// broker holds QoS 1 messages for the gateway while it reconnects.
     #[serde(default)]
     pub clean_session: bool,
+}
+
+/// An MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum MqttVersion {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
 }
 
 fn default_listen() -> SocketAddr {
@@ -227,12 +245,25 @@ impl GatewayConfig {
                 key,
                 problem,
             })?;
-        for sink in config.sinks.values_mut() {
-            if let Some(directory) = &mut sink.directory {
-                *directory = config.base_dir.join(&*directory);
-            }
-        }
+        config.resolve_paths();
         Ok(config)
+    }
+
+    /// Makes every path in the file relative to the file's directory, once,
+    /// so no later stage depends on the working directory.
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let broker = &mut self.broker;
+        let paths = [
+            &mut broker.ca_file,
+            &mut broker.client_cert_file,
+            &mut broker.client_key_file,
+            &mut self.gateway.cache_dir,
+        ];
+        let sink_dirs = self.sinks.values_mut().map(|sink| &mut sink.directory);
+        for path in paths.into_iter().chain(sink_dirs).flatten() {
+            *path = base.join(&*path);
+        }
     }
 
     /// A path from the file, resolved against the file's directory.
@@ -264,10 +295,33 @@ impl GatewayConfig {
             }
             _ => {}
         }
+        if broker.embedded && broker.protocol != MqttVersion::V311 {
+            return Err((
+                "broker.protocol".into(),
+                "the embedded broker speaks MQTT 3.1.1; remove `protocol`".into(),
+            ));
+        }
         if broker.client_cert_file.is_some() != broker.client_key_file.is_some() {
             return Err((
                 "broker.client_cert_file".into(),
                 "mutual TLS needs both `client_cert_file` and `client_key_file`".into(),
+            ));
+        }
+        // The MQTT limit on a packet's remaining length.
+        const MQTT_MAX_PAYLOAD: usize = 268_435_455;
+        if !(1..=MQTT_MAX_PAYLOAD).contains(&self.gateway.max_payload_bytes) {
+            return Err((
+                "gateway.max_payload_bytes".into(),
+                format!("must be between 1 and {MQTT_MAX_PAYLOAD} (MQTT's limit)"),
+            ));
+        }
+        if let Some(sink) = self.sinks.get(DEVICE_TOPICS_SINK)
+            && sink.kind() != SinkKind::Mqtt
+        {
+            return Err((
+                format!("sinks.{DEVICE_TOPICS_SINK}"),
+                "this name is for the sink of rules' publish outputs; it must be of type \"mqtt\""
+                    .into(),
             ));
         }
         if self.gateway.rule_queue == 0 {

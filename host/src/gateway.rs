@@ -60,7 +60,14 @@ impl Gateway {
         let endpoint = BrokerEndpoint::from_config(&config.broker)?;
         let (stop_intake, intake_stopped) = watch::channel(false);
         let (stop_egress, egress_stopped) = watch::channel(false);
-        let (egress, egress_task) = Egress::spawn(&endpoint, max_payload * 2, egress_stopped);
+        // Egress carries rule outputs, which may be larger than the inputs.
+        let largest_output = config
+            .rules
+            .iter()
+            .map(|rule| rule.limits.output_bytes)
+            .fold(max_payload, usize::max);
+        let (egress, egress_task) =
+            Egress::spawn(&endpoint, mqtt::packet_room(largest_output), egress_stopped);
 
         let mut sink_configs = config.sinks.clone();
         if !sink_configs.contains_key(DEVICE_TOPICS_SINK) {
@@ -133,15 +140,18 @@ impl Gateway {
     /// what the sinks hold, and closes the connections. Returns the sinks'
     /// final counters.
     pub async fn shutdown(self) -> anyhow::Result<Vec<(String, SinkStats)>> {
-        if let Some(summary) = &self.summary {
+        if let Some(summary) = self.summary {
             summary.abort();
+            let _ = summary.await;
         }
         let _ = self.stop_intake.send(true);
-        self.intake.await.context("intake task")?;
-        self.pipeline.await.context("pipeline task")?;
-        let Ok(sinks) = Arc::try_unwrap(self.sinks) else {
-            anyhow::bail!("sinks still in use at shutdown; their queues were not drained");
-        };
+        self.intake
+            .await
+            .context("waiting for the MQTT intake to stop")?;
+        self.pipeline
+            .await
+            .context("waiting for the rules to finish their queues")?;
+        let sinks = sole_owner(self.sinks).await?;
         let final_stats = sinks.shutdown().await;
         let _ = self.stop_egress.send(true);
         if tokio::time::timeout(EGRESS_DRAIN_TIMEOUT, self.egress)
@@ -152,6 +162,24 @@ impl Gateway {
         }
         log_summary(&self.stats, &final_stats);
         Ok(final_stats)
+    }
+}
+
+/// Takes the sinks back once the failure reporter, which holds them only for a
+/// moment at a time, has let go.
+async fn sole_owner(mut sinks: Arc<Sinks>) -> anyhow::Result<Sinks> {
+    let started = std::time::Instant::now();
+    loop {
+        match Arc::try_unwrap(sinks) {
+            Ok(sinks) => return Ok(sinks),
+            Err(shared) if started.elapsed() < EGRESS_DRAIN_TIMEOUT => {
+                sinks = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => anyhow::bail!(
+                "the sinks are still shared after {EGRESS_DRAIN_TIMEOUT:?}; their queues were not drained"
+            ),
+        }
     }
 }
 

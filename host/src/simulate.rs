@@ -68,6 +68,13 @@ pub async fn run(
     if options.sensors == 0 {
         bail!("the simulator needs at least one sensor");
     }
+    // 0 means flat out; otherwise one reading per interval of at least 1 µs.
+    if !(options.rate == 0.0 || (options.rate >= 1e-3 && options.rate <= 1e6)) {
+        bail!(
+            "simulator rate {}: use 0 (flat out) or 0.001 to 1000000 readings/s",
+            options.rate
+        );
+    }
     let client_id = format!("rulegate-simulator-{}", uuid::Uuid::new_v4().simple());
     let (client, mut events) = AsyncClient::new(endpoint.options(&client_id, 64 * 1024), 1024);
     let (acked_tx, mut acked_rx) = watch::channel(0u64);

@@ -166,6 +166,8 @@ pub enum SubmitError {
     },
     #[error("sink `{sink}` has stopped and takes no more deliveries")]
     Stopped { sink: String },
+    #[error("sink `{sink}` has no room in its queue")]
+    Full { sink: String },
 }
 
 /// The running sinks: one bounded queue and a set of workers per sink.
@@ -204,6 +206,17 @@ impl Sinks {
     /// A delivery that is being retried holds up the later deliveries of its
     /// worker — that keeps each ordering key in order — but never another sink.
     pub async fn submit(&self, sink: &str, delivery: Delivery) -> Result<(), SubmitError> {
+        self.lane_for(sink, &delivery)?.submit(delivery).await
+    }
+
+    /// Queues `delivery` for `sink` only if its queue has room now. For callers
+    /// that must never wait on a sink, such as the reporter of failed
+    /// deliveries, which the sinks themselves wait on.
+    pub fn try_submit(&self, sink: &str, delivery: Delivery) -> Result<(), SubmitError> {
+        self.lane_for(sink, &delivery)?.try_submit(delivery)
+    }
+
+    fn lane_for(&self, sink: &str, delivery: &Delivery) -> Result<&SinkLane, SubmitError> {
         let lane = self
             .lanes
             .get(sink)
@@ -217,7 +230,7 @@ impl Sinks {
                 target: delivery.target.name(),
             });
         }
-        lane.submit(delivery).await
+        Ok(lane)
     }
 
     /// A snapshot of each sink's counters, by sink name.

@@ -9,7 +9,7 @@ use super::{Delivery, FailedDelivery, SubmitError};
 use rand::Rng as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -78,13 +78,27 @@ impl SinkLane {
 
     /// Waits for room, then hands `delivery` to the worker of its ordering key.
     pub async fn submit(&self, delivery: Delivery) -> Result<(), SubmitError> {
-        let stopped = || SubmitError::Stopped {
-            sink: self.name.to_string(),
-        };
         let room = Arc::clone(&self.room)
             .acquire_owned()
             .await
-            .map_err(|_| stopped())?;
+            .map_err(|_| self.stopped())?;
+        self.enqueue(room, delivery)
+    }
+
+    /// Hands `delivery` over only if there is room now; never waits.
+    pub fn try_submit(&self, delivery: Delivery) -> Result<(), SubmitError> {
+        let room = Arc::clone(&self.room)
+            .try_acquire_owned()
+            .map_err(|error| match error {
+                TryAcquireError::Closed => self.stopped(),
+                TryAcquireError::NoPermits => SubmitError::Full {
+                    sink: self.name.to_string(),
+                },
+            })?;
+        self.enqueue(room, delivery)
+    }
+
+    fn enqueue(&self, room: OwnedSemaphorePermit, delivery: Delivery) -> Result<(), SubmitError> {
         // `workers` is never empty: `concurrency` is validated to be at least 1.
         let index = delivery.ordering_key % self.workers.len() as u64;
         let queue = &self.workers[index as usize];
@@ -96,8 +110,14 @@ impl SinkLane {
         };
         queue.send(job).map_err(|_| {
             self.counters.withdrawn();
-            stopped()
+            self.stopped()
         })
+    }
+
+    fn stopped(&self) -> SubmitError {
+        SubmitError::Stopped {
+            sink: self.name.to_string(),
+        }
     }
 
     /// Stops taking work; the returned future finishes with the final

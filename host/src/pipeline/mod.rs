@@ -21,7 +21,7 @@ use crate::mqtt::Inbound;
 use base64::Engine as _;
 use bytes::Bytes;
 use rule::CompiledRule;
-use rulegate_sql::{MessageContext, MqttProperties, Payload, Selected, TopicIndex};
+use rulegate_sql::{MessageContext, Payload, Selected, TopicIndex};
 use serde_json::json;
 use stats::IntakeCounters;
 use std::collections::{BTreeSet, HashMap};
@@ -57,12 +57,10 @@ impl Received {
             raw_payload: &self.inbound.payload,
             client_id: None,
             timestamp_ms: self.inbound.received_at_ms as i64,
-            mqtt: &NO_PROPERTIES,
+            mqtt: &self.inbound.properties,
         }
     }
 }
-
-static NO_PROPERTIES: MqttProperties = MqttProperties::NONE;
 
 /// What a rule's worker gets: the message and what the SQL selected from it.
 struct Job {
@@ -160,7 +158,7 @@ impl Pipeline {
             router.route(inbound).await;
             for worker in workers {
                 if let Err(error) = worker.await {
-                    tracing::error!("rule worker ended abnormally: {error}");
+                    tracing::error!("a rule worker ended abnormally: {error}");
                 }
             }
             // The failure reporter ends when the sinks shut down and drop their
@@ -388,42 +386,59 @@ fn spawn_module_worker(
     runtime: tokio::runtime::Handle,
 ) -> JoinHandle<()> {
     let (done, finished) = tokio::sync::oneshot::channel();
-    let name = format!("rule-{}", actions.rule.name);
-    let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        let mut message = Message::default();
-        while let Some(job) = jobs.blocking_recv() {
-            let started = Instant::now();
-            let received = &job.received;
-            message.topic.clone_from(&received.inbound.topic);
-            message.payload.clear();
-            message
-                .payload
-                .extend_from_slice(&job.selected.to_bytes(received.raw()));
-            message.received_at_ms = received.inbound.received_at_ms;
-            message.qos = received.inbound.qos;
-            match instance.on_message(&message) {
-                Ok(outputs) => runtime.block_on(actions.deliver(received, outputs)),
-                Err(error) => runtime.block_on(actions.report(
-                    received,
-                    "WasmRule",
-                    instance.module().path().to_string_lossy().as_ref(),
-                    &error.to_string(),
-                )),
+    let rule_name = actions.rule.name.clone();
+    let name = format!("rule-{rule_name}");
+    let spawned =
+        std::thread::Builder::new().name(name).spawn(move || {
+            let mut message = Message::default();
+            while let Some(job) = jobs.blocking_recv() {
+                let started = Instant::now();
+                let received = &job.received;
+                message.topic.clone_from(&received.inbound.topic);
+                message.payload.clear();
+                message
+                    .payload
+                    .extend_from_slice(&job.selected.to_bytes(received.raw()));
+                message.received_at_ms = received.inbound.received_at_ms;
+                message.qos = received.inbound.qos;
+                message.user_properties.clear();
+                message.user_properties.extend(
+                    received
+                        .inbound
+                        .properties
+                        .user_properties
+                        .iter()
+                        .map(|(key, value)| Property {
+                            key: key.clone(),
+                            value: value.clone(),
+                        }),
+                );
+                match instance.on_message(&message) {
+                    Ok(outputs) => runtime.block_on(actions.deliver(received, outputs)),
+                    Err(error) => runtime.block_on(actions.report(
+                        received,
+                        "WasmRule",
+                        instance.module().path().to_string_lossy().as_ref(),
+                        &error.to_string(),
+                    )),
+                }
+                actions.rule.counters.busy(started.elapsed());
             }
-            actions.rule.counters.busy(started.elapsed());
-        }
-        // Release the sinks and the instance before saying so: shutdown waits
-        // for this signal and then needs to be the sinks' only owner.
-        drop(actions);
-        drop(instance);
-        let _ = done.send(());
-    });
+            // Release the sinks and the instance before saying so: shutdown waits
+            // for this signal and then needs to be the sinks' only owner.
+            drop(actions);
+            drop(instance);
+            let _ = done.send(());
+        });
     tokio::spawn(async move {
         match spawned {
             Ok(_) => {
                 let _ = finished.await;
             }
-            Err(error) => tracing::error!("starting a rule worker thread: {error}"),
+            Err(error) => tracing::error!(
+                rule = &*rule_name,
+                "starting the rule's worker thread: {error}"
+            ),
         }
     })
 }
@@ -471,6 +486,12 @@ async fn report_failed_deliveries(
         rules.iter().map(|rule| (&*rule.name, &**rule)).collect();
     while let Some(failed) = failures.recv().await {
         let Some(rule) = by_name.get(&*failed.delivery.rule) else {
+            tracing::error!(
+                rule = &*failed.delivery.rule,
+                sink = failed.sink,
+                "failed delivery of an unknown rule: {}",
+                failed.cause
+            );
             continue;
         };
         rule.counters.error();
@@ -504,14 +525,15 @@ async fn report_failed_deliveries(
             target: action.target(&context, &[] as &[Property]),
             payload: report,
         };
-        let Some(sinks) = sinks.upgrade() else {
-            tracing::error!(
-                rule = &*rule.name,
-                "shutting down: failure not sent to the error action"
-            );
-            continue;
+        // Never wait on a sink here: the sinks wait on this task to take their
+        // failures, so waiting could close a circle.
+        let submitted = match sinks.upgrade() {
+            Some(sinks) => sinks.try_submit(&action.sink, delivery),
+            None => Err(SubmitError::Stopped {
+                sink: action.sink.clone(),
+            }),
         };
-        if let Err(error) = sinks.submit(&action.sink, delivery).await {
+        if let Err(error) = submitted {
             log_lost_report(&rule.name, &error);
         }
     }

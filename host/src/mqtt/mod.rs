@@ -3,26 +3,29 @@
 //! sink). Two connections, so a full pipeline that stops intake can never block
 //! the publishes that would drain it.
 //!
-//! Each connection's rumqttc event loop runs in its own task and reconnects with
-//! backoff; everything else talks to it through channels.
+//! Each connection's event loop runs in its own task and reconnects with
+//! backoff; everything else talks to it through channels. MQTT 3.1.1 or 5, per
+//! `broker.protocol`; [`connection`] hides which.
+
+mod connection;
+
+pub use crate::config::MqttVersion;
 
 use crate::actions::Publisher;
 use crate::config::BrokerConfig;
-use crate::engine::unix_time_ms;
 use crate::message::{Property, QoS};
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, SubscribeFilter,
-    SubscribeReasonCode, TlsConfiguration, Transport,
-};
+use connection::{Client, EventLoop, Happening};
+use rulegate_sql::MqttProperties;
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Longest wait between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
-/// Requests (publishes, subscribes) rumqttc queues before `publish` waits.
-const REQUEST_CAPACITY: usize = 256;
+/// How long a persistent MQTT 5 session outlives its connection at the broker.
+const SESSION_EXPIRY_SECS: u32 = 7 * 24 * 3600;
 
 /// A message as it came off the wire.
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct Inbound {
     pub payload: Bytes,
     pub qos: QoS,
     pub received_at_ms: u64,
+    /// MQTT 5 publish properties; none on an MQTT 3.1.1 connection.
+    pub properties: MqttProperties,
 }
 
 /// Where to connect and how, resolved from [`BrokerConfig`].
@@ -44,11 +49,11 @@ pub struct BrokerEndpoint {
     keep_alive: Duration,
     clean_session: bool,
     client_id: String,
+    version: MqttVersion,
 }
 
 impl BrokerEndpoint {
-    /// The broker of `config`; `embedded_addr` is where the embedded broker
-    /// listens when the gateway runs one.
+    /// The broker of `config`: its `url`, or the embedded broker's `listen` address.
     pub fn from_config(config: &BrokerConfig) -> anyhow::Result<Self> {
         let (tls, host, port) = match &config.url {
             Some(url) => parse_url(url).with_context(|| format!("broker.url `{url}`"))?,
@@ -74,6 +79,7 @@ impl BrokerEndpoint {
             keep_alive: Duration::from_secs(config.keep_alive_secs.max(5)),
             clean_session: config.clean_session,
             client_id: config.client_id.clone(),
+            version: config.protocol,
         })
     }
 
@@ -88,6 +94,7 @@ impl BrokerEndpoint {
             keep_alive: Duration::from_secs(30),
             clean_session: true,
             client_id: client_id.to_owned(),
+            version: MqttVersion::V311,
         }
     }
 
@@ -108,10 +115,26 @@ impl BrokerEndpoint {
             .set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
             .set_max_packet_size(max_packet, max_packet);
-        if let (Some(user), Some(password)) = (&self.username, &self.password) {
-            options.set_credentials(user, password);
-        } else if let Some(user) = &self.username {
-            options.set_credentials(user, "");
+        if let Some(user) = &self.username {
+            options.set_credentials(user, self.password.as_deref().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            options.set_transport(Transport::tls_with_config(tls.clone()));
+        }
+        options
+    }
+
+    fn options_v5(&self, client_id: &str, max_packet: usize) -> rumqttc::v5::MqttOptions {
+        let mut options = rumqttc::v5::MqttOptions::new(client_id, &self.host, self.port);
+        options
+            .set_keep_alive(self.keep_alive)
+            .set_clean_start(self.clean_session)
+            .set_max_packet_size(u32::try_from(max_packet).ok());
+        if !self.clean_session {
+            options.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
+        }
+        if let Some(user) = &self.username {
+            options.set_credentials(user, self.password.as_deref().unwrap_or_default());
         }
         if let Some(tls) = &self.tls {
             options.set_transport(Transport::tls_with_config(tls.clone()));
@@ -137,7 +160,8 @@ fn parse_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
     let rest = rest.trim_end_matches('/');
     let default_port = if tls { 8883 } else { 1883 };
     let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') => {
+        // `[::1]` alone: the colons belong to the address.
+        Some((host, port)) if !host.ends_with(':') && !port.ends_with(']') => {
             let port = port
                 .parse()
                 .with_context(|| format!("`{port}` is not a port number"))?;
@@ -187,65 +211,72 @@ pub fn spawn_intake(
 ) -> tokio::task::JoinHandle<()> {
     // Room above the payload limit for the topic and headers, so an oversized
     // payload reaches the pipeline to be counted rather than breaking the link.
-    let options = endpoint.options(&endpoint.client_id, max_payload_bytes * 2 + 64 * 1024);
+    let max_packet = packet_room(max_payload_bytes);
+    let (client, mut events) = connection::connect(endpoint, &endpoint.client_id, max_packet);
     let address = endpoint.address();
-    let (client, mut events) = AsyncClient::new(options, REQUEST_CAPACITY);
     tokio::spawn(async move {
-        let mut reconnect_delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
+        let mut closing = false;
         loop {
-            let event = tokio::select! {
-                event = events.poll() => event,
-                _ = shutdown.changed() => break,
+            // On shutdown, DISCONNECT is queued and polling goes on until it is
+            // sent: messages already read (and acknowledged) still reach the pipeline.
+            let happening = tokio::select! {
+                happening = events.poll() => happening,
+                _ = shutdown.changed(), if !closing => {
+                    closing = true;
+                    if client.disconnect().is_err() {
+                        break;
+                    }
+                    continue;
+                }
             };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    reconnect_delay = Duration::from_millis(100);
-                    tracing::info!(broker = %address, session_present = ack.session_present, "intake connected");
-                    let subscriptions = filters.iter().map(|filter| {
-                        SubscribeFilter::new(filter.clone(), rumqttc::QoS::AtLeastOnce)
-                    });
+            match happening {
+                Ok(Happening::Connected { session_present }) => {
+                    backoff.reset();
+                    tracing::info!(broker = %address, session_present, "intake connected");
                     // Queued on the request channel; sent by the next polls.
-                    if let Err(error) = client.try_subscribe_many(subscriptions) {
+                    if let Err(error) = client.subscribe(&filters) {
                         tracing::error!("subscribing to {filters:?}: {error}");
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    for (filter, code) in filters.iter().zip(&ack.return_codes) {
-                        if matches!(code, SubscribeReasonCode::Failure) {
-                            tracing::error!(broker = %address, filter, "the broker refused the subscription");
-                        }
+                Ok(Happening::Subscribed { refused }) => {
+                    for filter in refused.iter().filter_map(|&position| filters.get(position)) {
+                        tracing::error!(broker = %address, filter, "the broker refused the subscription");
                     }
                     let _ = subscribed.send(true);
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let message = Inbound {
-                        topic: publish.topic,
-                        payload: publish.payload,
-                        qos: lift_qos(publish.qos),
-                        received_at_ms: unix_time_ms(),
-                    };
+                Ok(Happening::Message(message)) => {
                     if inbound.send(message).await.is_err() {
                         break;
                     }
                 }
-                Ok(_) => {}
+                Ok(Happening::Disconnected) => break,
+                Ok(Happening::Other) => {}
+                Err(_) if closing => break,
                 Err(error) => {
-                    tracing::warn!(broker = %address, "intake connection: {error}; retrying in {reconnect_delay:?}");
+                    let delay = backoff.next();
+                    tracing::warn!(broker = %address, "intake connection: {error}; retrying in {delay:?}");
                     tokio::select! {
-                        _ = tokio::time::sleep(reconnect_delay) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.changed() => break,
                     }
-                    reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
                 }
             }
         }
-        let _ = client.try_disconnect();
     })
+}
+
+/// The largest MQTT packet that carries a payload of `payload_bytes`: room for
+/// the topic and headers, with a margin so a slightly oversized payload is
+/// counted by the gateway rather than cutting the connection.
+pub fn packet_room(payload_bytes: usize) -> usize {
+    payload_bytes.saturating_mul(2).saturating_add(64 * 1024)
 }
 
 /// The egress connection, used by the `mqtt` sink to publish to device topics.
 pub struct Egress {
-    client: AsyncClient,
+    client: Client,
+    max_packet: usize,
 }
 
 impl Egress {
@@ -256,55 +287,50 @@ impl Egress {
         shutdown: watch::Receiver<bool>,
     ) -> (Egress, tokio::task::JoinHandle<()>) {
         let client_id = format!("{}-egress", endpoint.client_id);
-        let options = endpoint.options(&client_id, max_packet);
-        let (client, events) = AsyncClient::new(options, REQUEST_CAPACITY);
+        let (client, events) = connection::connect(endpoint, &client_id, max_packet);
         let task = tokio::spawn(drive_egress(
             client.clone(),
             events,
             endpoint.address(),
             shutdown,
         ));
-        (Egress { client }, task)
-    }
-
-    pub fn client(&self) -> &AsyncClient {
-        &self.client
+        (Egress { client, max_packet }, task)
     }
 }
 
 /// Runs the egress event loop. On `shutdown` it queues a DISCONNECT behind the
 /// publishes already queued and polls until it is sent, so none is cut off.
 async fn drive_egress(
-    client: AsyncClient,
+    client: Client,
     mut events: EventLoop,
     address: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut reconnect_delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     let mut closing = false;
     loop {
-        let event = tokio::select! {
-            event = events.poll() => event,
+        let happening = tokio::select! {
+            happening = events.poll() => happening,
             _ = shutdown.changed(), if !closing => {
                 closing = true;
-                if client.try_disconnect().is_err() {
+                if client.disconnect().is_err() {
                     break;
                 }
                 continue;
             }
         };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                reconnect_delay = Duration::from_millis(100);
+        match happening {
+            Ok(Happening::Connected { .. }) => {
+                backoff.reset();
                 tracing::info!(broker = %address, "egress connected");
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Happening::Disconnected) => break,
             Ok(_) => {}
             Err(_) if closing => break,
             Err(error) => {
-                tracing::warn!(broker = %address, "egress connection: {error}; retrying in {reconnect_delay:?}");
-                tokio::time::sleep(reconnect_delay).await;
-                reconnect_delay = (reconnect_delay * 2).min(MAX_RECONNECT_DELAY);
+                let delay = backoff.next();
+                tracing::warn!(broker = %address, "egress connection: {error}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
             }
         }
     }
@@ -318,29 +344,44 @@ impl Publisher for Egress {
         payload: Bytes,
         qos: QoS,
         retain: bool,
-        _user_properties: &[Property],
+        user_properties: &[Property],
     ) -> Result<(), String> {
-        // MQTT 3.1.1 has no user properties; they are dropped here.
+        // rumqttc would keep a packet over the limit queued and replay it after
+        // every reconnect; refuse it here instead.
+        let size = topic.len() + payload.len();
+        if size > self.max_packet {
+            return Err(format!(
+                "publishing to `{topic}`: {size} bytes exceed the connection's packet limit of {}",
+                self.max_packet
+            ));
+        }
         self.client
-            .publish_bytes(topic, lower_qos(qos), retain, payload)
+            .publish(topic, payload, qos, retain, user_properties)
             .await
             .map_err(|error| format!("publishing to `{topic}`: {error}"))
     }
 }
 
-pub fn lower_qos(qos: QoS) -> rumqttc::QoS {
-    match qos {
-        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
-    }
+/// Reconnection delays: doubling from 100 ms up to [`MAX_RECONNECT_DELAY`].
+struct Backoff {
+    delay: Duration,
 }
 
-fn lift_qos(qos: rumqttc::QoS) -> QoS {
-    match qos {
-        rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
-        rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    fn new() -> Self {
+        Backoff { delay: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.delay = Self::FIRST;
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(MAX_RECONNECT_DELAY);
+        delay
     }
 }
 
@@ -361,6 +402,10 @@ mod tests {
         assert_eq!(
             parse_url("mqtt://127.0.0.1:1884/").unwrap(),
             (false, "127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_url("mqtt://[::1]").unwrap(),
+            (false, "::1".into(), 1883)
         );
         assert_eq!(
             parse_url("mqtt://[::1]:1885").unwrap(),
