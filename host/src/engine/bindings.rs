@@ -5,5 +5,5 @@ wasmtime::component::bindgen!({
     world: "rule",
 });
 
-pub use rulegate::rule::host::Level;
-pub use rulegate::rule::types;
+pub use self::rulegate::rule::host::Level;
+pub use self::rulegate::rule::types;

@@ -56,11 +56,6 @@ impl RuleInstance {
         Ok(instance)
     }
 
-    /// The rule's name, as configured.
-    pub fn rule(&self) -> &str {
-        &self.rule
-    }
-
     /// The module this instance runs.
     pub fn module(&self) -> &RuleModule {
         &self.module

@@ -118,15 +118,6 @@ impl RuleEngine {
         })
     }
 
-    /// Compiles a component to the precompiled form a gateway can load without
-    /// Cranelift (`rulegate rule compile`).
-    pub fn precompile(&self, origin: &Path, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
-        check_header(origin, bytes)?;
-        self.engine
-            .precompile_component(bytes)
-            .map_err(|error| invalid(origin, &error))
-    }
-
     fn cached(&self, hash: &blake3::Hash) -> Option<Component> {
         self.cache.as_ref()?.load(&self.engine, hash)
     }

@@ -208,7 +208,7 @@ fn lift_properties(properties: packets5::PublishProperties) -> MqttProperties {
     }
 }
 
-pub(crate) fn lower_qos(qos: QoS) -> rumqttc::QoS {
+fn lower_qos(qos: QoS) -> rumqttc::QoS {
     match qos {
         QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
         QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,

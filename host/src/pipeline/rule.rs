@@ -68,6 +68,12 @@ impl CompiledRule {
             .as_ref()
             .map(|action| compile_action(format!("{key}.error_action"), action))
             .transpose()?;
+        if instance.is_some() && spec.actions.is_empty() {
+            tracing::warn!(
+                rule = spec.name,
+                "the rule has no actions: only its publish outputs go anywhere"
+            );
+        }
         let rule = CompiledRule {
             name: Arc::from(spec.name.as_str()),
             statement,

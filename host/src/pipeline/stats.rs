@@ -86,8 +86,8 @@ pub struct IntakeStats {
     pub received: u64,
     /// Messages refused for a payload over `gateway.max_payload_bytes`.
     pub oversized: u64,
-    /// Messages whose payload is not JSON (malformed, binary, nested too deep);
-    /// the SQL sees them as binary, as AWS IoT does.
+    /// Messages routed to a rule whose payload is not JSON (malformed, binary,
+    /// nested too deep); the SQL sees them as binary, as AWS IoT does.
     pub not_json: u64,
 }
 
