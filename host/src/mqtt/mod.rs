@@ -207,60 +207,35 @@ pub fn spawn_intake(
     max_payload_bytes: usize,
     inbound: mpsc::Sender<Inbound>,
     subscribed: watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     // Room above the payload limit for the topic and headers, so an oversized
     // payload reaches the pipeline to be counted rather than breaking the link.
     let max_packet = packet_room(max_payload_bytes);
-    let (client, mut events) = connection::connect(endpoint, &endpoint.client_id, max_packet);
+    let (client, events) = connection::connect(endpoint, &endpoint.client_id, max_packet);
     let address = endpoint.address();
+    let mut connection = Driver::new("intake", client.clone(), events, address.clone(), shutdown);
     tokio::spawn(async move {
-        let mut backoff = Backoff::new();
-        let mut closing = false;
-        loop {
-            // On shutdown, DISCONNECT is queued and polling goes on until it is
-            // sent: messages already read (and acknowledged) still reach the pipeline.
-            let happening = tokio::select! {
-                happening = events.poll() => happening,
-                _ = shutdown.changed(), if !closing => {
-                    closing = true;
-                    if client.disconnect().is_err() {
-                        break;
-                    }
-                    continue;
-                }
-            };
+        while let Some(happening) = connection.next().await {
             match happening {
-                Ok(Happening::Connected { session_present }) => {
-                    backoff.reset();
-                    tracing::info!(broker = %address, session_present, "intake connected");
+                Happening::Connected { .. } => {
                     // Queued on the request channel; sent by the next polls.
                     if let Err(error) = client.subscribe(&filters) {
-                        tracing::error!("subscribing to {filters:?}: {error}");
+                        tracing::error!(broker = %address, "subscribing to {filters:?}: {error}");
                     }
                 }
-                Ok(Happening::Subscribed { refused }) => {
+                Happening::Subscribed { refused } => {
                     for filter in refused.iter().filter_map(|&position| filters.get(position)) {
                         tracing::error!(broker = %address, filter, "the broker refused the subscription");
                     }
                     let _ = subscribed.send(true);
                 }
-                Ok(Happening::Message(message)) => {
+                Happening::Message(message) => {
                     if inbound.send(message).await.is_err() {
                         break;
                     }
                 }
-                Ok(Happening::Disconnected) => break,
-                Ok(Happening::Other) => {}
-                Err(_) if closing => break,
-                Err(error) => {
-                    let delay = backoff.next();
-                    tracing::warn!(broker = %address, "intake connection: {error}; retrying in {delay:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => break,
-                    }
-                }
+                Happening::Disconnected | Happening::Other => {}
             }
         }
     })
@@ -288,51 +263,85 @@ impl Egress {
     ) -> (Egress, tokio::task::JoinHandle<()>) {
         let client_id = format!("{}-egress", endpoint.client_id);
         let (client, events) = connection::connect(endpoint, &client_id, max_packet);
-        let task = tokio::spawn(drive_egress(
+        let mut connection = Driver::new(
+            "egress",
             client.clone(),
             events,
             endpoint.address(),
             shutdown,
-        ));
+        );
+        let task = tokio::spawn(async move { while connection.next().await.is_some() {} });
         (Egress { client, max_packet }, task)
     }
 }
 
-/// Runs the egress event loop. On `shutdown` it queues a DISCONNECT behind the
-/// publishes already queued and polls until it is sent, so none is cut off.
-async fn drive_egress(
+/// Drives one connection's event loop: reconnects with backoff after errors,
+/// and on `shutdown` queues a DISCONNECT behind what is already queued and
+/// keeps polling until it is sent, so nothing read or queued is cut off.
+struct Driver {
+    role: &'static str,
     client: Client,
-    mut events: EventLoop,
+    events: EventLoop,
     address: String,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::new();
-    let mut closing = false;
-    loop {
-        let happening = tokio::select! {
-            happening = events.poll() => happening,
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                if client.disconnect().is_err() {
-                    break;
+    shutdown: watch::Receiver<bool>,
+    closing: bool,
+    backoff: Backoff,
+}
+
+impl Driver {
+    fn new(
+        role: &'static str,
+        client: Client,
+        events: EventLoop,
+        address: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Driver {
+            role,
+            client,
+            events,
+            address,
+            shutdown,
+            closing: false,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// The next thing that happened on the connection; `None` once it is closed.
+    async fn next(&mut self) -> Option<Happening> {
+        loop {
+            let happening = tokio::select! {
+                happening = self.events.poll() => happening,
+                _ = self.shutdown.changed(), if !self.closing => {
+                    self.close()?;
+                    continue;
                 }
-                continue;
-            }
-        };
-        match happening {
-            Ok(Happening::Connected { .. }) => {
-                backoff.reset();
-                tracing::info!(broker = %address, "egress connected");
-            }
-            Ok(Happening::Disconnected) => break,
-            Ok(_) => {}
-            Err(_) if closing => break,
-            Err(error) => {
-                let delay = backoff.next();
-                tracing::warn!(broker = %address, "egress connection: {error}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
+            };
+            match happening {
+                Ok(Happening::Disconnected) => return None,
+                Ok(connected @ Happening::Connected { session_present }) => {
+                    self.backoff.reset();
+                    tracing::info!(broker = %self.address, session_present, "{} connected", self.role);
+                    return Some(connected);
+                }
+                Ok(happening) => return Some(happening),
+                Err(_) if self.closing => return None,
+                Err(error) => {
+                    let delay = self.backoff.next();
+                    tracing::warn!(broker = %self.address, "{} connection: {error}; retrying in {delay:?}", self.role);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.changed(), if !self.closing => self.close()?,
+                    }
+                }
             }
         }
+    }
+
+    /// Queues the DISCONNECT; `None` when there is nothing left to drive.
+    fn close(&mut self) -> Option<()> {
+        self.closing = true;
+        self.client.disconnect().ok()
     }
 }
 
