@@ -16,6 +16,9 @@ fi
 
 if ! command -v moto_server >/dev/null || ! python3 -c 'import moto.server' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+    # Under pyenv a new console script needs its shim.
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
+command -v moto_server >/dev/null || { echo "moto_server is not on PATH after installing moto" >&2; exit 1; }
 
 cargo test --workspace --jobs "${CARGO_BUILD_JOBS:-2}" "$@"

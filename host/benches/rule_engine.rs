@@ -1,6 +1,6 @@
 //! Cost of the Wasm stage: one `on-message` call of `humidity-alert` on the
 //! reference payload with a reused instance, loading a cached module, and
-//! creating an instance. Run with `cargo bench -p rulegate --bench rule_engine`.
+//! creating an instance (alone, and with the drop of the previous one). Run with `cargo bench -p rulegate --bench rule_engine`.
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -37,12 +37,18 @@ fn rule_engine(c: &mut Criterion) {
         b.iter(|| engine.load_file(black_box(&path)).expect("cached load"))
     });
 
+    let instantiate = || {
+        module
+            .instantiate("humidity-alert", RuleConfig::new(), RuleLimits::default())
+            .expect("instantiate")
+    };
+    // Creation alone (the instance is dropped outside the timing), then the
+    // whole cycle a trapped instance goes through: drop and create again.
     c.bench_function("instantiate/humidity_alert", |b| {
-        b.iter(|| {
-            module
-                .instantiate("humidity-alert", RuleConfig::new(), RuleLimits::default())
-                .expect("instantiate")
-        })
+        b.iter_with_large_drop(instantiate)
+    });
+    c.bench_function("instantiate_and_drop/humidity_alert", |b| {
+        b.iter(instantiate)
     });
 }
 
