@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the egress connection to send what it queued.
 const EGRESS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the failure reporter to let go of the sinks.
+const SINKS_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A gateway that is running; [`Gateway::shutdown`] stops it cleanly.
 pub struct Gateway {
@@ -172,12 +174,12 @@ async fn sole_owner(mut sinks: Arc<Sinks>) -> anyhow::Result<Sinks> {
     loop {
         match Arc::try_unwrap(sinks) {
             Ok(sinks) => return Ok(sinks),
-            Err(shared) if started.elapsed() < EGRESS_DRAIN_TIMEOUT => {
+            Err(shared) if started.elapsed() < SINKS_RELEASE_TIMEOUT => {
                 sinks = shared;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(_) => anyhow::bail!(
-                "the sinks are still shared after {EGRESS_DRAIN_TIMEOUT:?}; their queues were not drained"
+                "the sinks are still shared after {SINKS_RELEASE_TIMEOUT:?}; their queues were not drained"
             ),
         }
     }
