@@ -7,6 +7,7 @@
 
 use crate::actions::{SinkConfig, SinkKind};
 use crate::engine::{RuleConfig, RuleLimits};
+use crate::invoke::InvokeConfig;
 use crate::pipeline::DEVICE_TOPICS_SINK;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -26,6 +27,8 @@ pub struct GatewayConfig {
     /// The rules, in the order they appear: `[[rules]]`.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// The synchronous invocation endpoint, off unless present: `[invoke]`.
+    pub invoke: Option<InvokeConfig>,
     /// The directory relative paths (rule modules, file sinks) start from: the
     /// configuration file's own directory.
     #[serde(skip)]
@@ -261,7 +264,13 @@ impl GatewayConfig {
             &mut self.gateway.cache_dir,
         ];
         let sink_dirs = self.sinks.values_mut().map(|sink| &mut sink.directory);
-        for path in paths.into_iter().chain(sink_dirs).flatten() {
+        let token_file = self.invoke.as_mut().map(|invoke| &mut invoke.token_file);
+        for path in paths
+            .into_iter()
+            .chain(sink_dirs)
+            .chain(token_file)
+            .flatten()
+        {
             *path = base.join(&*path);
         }
     }
@@ -323,6 +332,9 @@ impl GatewayConfig {
                 "this name is for the sink of rules' publish outputs; it must be of type \"mqtt\""
                     .into(),
             ));
+        }
+        if let Some(invoke) = &self.invoke {
+            invoke.check()?;
         }
         if self.gateway.rule_queue == 0 {
             return Err(("gateway.rule_queue".into(), "must be at least 1".into()));

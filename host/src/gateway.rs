@@ -1,12 +1,13 @@
 //! The running gateway: starts the embedded broker when configured, connects
 //! to the broker, starts the sinks and the pipeline, and shuts them down in
-//! the order that loses nothing: intake first, then the rules' queues, then the
-//! sinks' queues, then the egress connection.
+//! the order that loses nothing: the invocation endpoint and the intake first,
+//! then the rules' queues, then the sinks' queues, then the egress connection.
 
 use crate::actions::{SinkConfig, SinkEnv, SinkStats, Sinks};
 use crate::broker;
 use crate::config::GatewayConfig;
 use crate::engine::{EngineOptions, RuleEngine};
+use crate::invoke::{InvokeService, InvokeStats};
 use crate::mqtt::{self, BrokerEndpoint, Egress};
 use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineStats};
 use anyhow::Context;
@@ -32,6 +33,7 @@ pub struct Gateway {
     egress: JoinHandle<()>,
     sinks: Arc<Sinks>,
     stats: PipelineStats,
+    invoke: Option<InvokeService>,
 }
 
 impl Gateway {
@@ -93,8 +95,10 @@ impl Gateway {
         );
         let pipeline = pipeline.run(inbound_queue, sinks.clone(), failed);
         let (subscribed, mut ready) = watch::channel(false);
-        let intake = mqtt::spawn_intake(
+        // The intake only subscribes; rule outputs go out through the egress.
+        let (_, intake) = mqtt::spawn_subscriber(
             &endpoint,
+            &config.broker.client_id,
             subscriptions,
             max_payload,
             inbound,
@@ -112,6 +116,10 @@ impl Gateway {
                 "not subscribed after {READY_TIMEOUT:?}; still trying in the background"
             );
         }
+        let invoke = match &config.invoke {
+            Some(invoke) => Some(InvokeService::start(invoke, &endpoint, max_payload).await?),
+            None => None,
+        };
         let summary = (config.gateway.stats_interval_secs > 0).then(|| {
             let period = Duration::from_secs(config.gateway.stats_interval_secs);
             tokio::spawn(log_summaries(period, stats.clone(), Arc::downgrade(&sinks)))
@@ -125,7 +133,18 @@ impl Gateway {
             egress: egress_task,
             sinks,
             stats,
+            invoke,
         })
+    }
+
+    /// Where the invocation endpoint listens, when `[invoke]` is configured.
+    pub fn invoke_address(&self) -> Option<std::net::SocketAddr> {
+        self.invoke.as_ref().map(InvokeService::address)
+    }
+
+    /// Counters of the invocation endpoint, when `[invoke]` is configured.
+    pub fn invoke_stats(&self) -> Option<InvokeStats> {
+        self.invoke.as_ref().map(InvokeService::stats)
     }
 
     /// Counters of the intake and of each rule.
@@ -145,6 +164,10 @@ impl Gateway {
         if let Some(summary) = self.summary {
             summary.abort();
             let _ = summary.await;
+        }
+        if let Some(invoke) = self.invoke {
+            let stats = invoke.shutdown().await?;
+            tracing::info!(?stats, "invocations");
         }
         let _ = self.stop_intake.send(true);
         self.intake

@@ -3,14 +3,17 @@
 //! The data path, one module per stage:
 //! MQTT in ─► topic index ─► SQL (filter + projection) ─► Wasm rule ─► actions ─► S3 / SNS / MQTT.
 //! [`message`] holds the plain types the stages exchange; [`engine`] runs Wasm
-//! rules; the SQL stage is the `rulegate-sql` crate.
+//! rules; the SQL stage is the `rulegate-sql` crate. Beside the data path,
+//! [`invoke`] carries synchronous calls from HTTP to devices and back.
 
 pub mod actions;
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod device_sim;
 pub mod engine;
 pub mod gateway;
+pub mod invoke;
 pub mod message;
 pub mod mqtt;
 pub mod pipeline;

@@ -3,10 +3,11 @@
 use clap::{Args, Parser, Subcommand};
 use rulegate::config::GatewayConfig;
 use rulegate::demo::{self, DemoOptions};
+use rulegate::device_sim::{Device, DeviceOptions};
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
 use rulegate::gateway::Gateway;
 use rulegate::message::Message;
-use rulegate::mqtt::BrokerEndpoint;
+use rulegate::mqtt::{BrokerEndpoint, MqttVersion};
 use rulegate::simulate::{self, SimulatorOptions};
 use rulegate_sql::{MessageContext, Payload, Statement};
 use std::path::PathBuf;
@@ -59,6 +60,25 @@ enum Command {
         count: Option<u64>,
         #[command(flatten)]
         simulator: SimulatorArgs,
+    },
+    /// Simulate a device that answers synchronous invocations until Ctrl-C.
+    DeviceSim {
+        /// The broker the device connects to.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// The device's client id; it takes requests on `<client id>/#`.
+        #[arg(long, default_value = "Device001")]
+        client_id: String,
+        /// MQTT version: 3.1.1 answers on `<request topic>/ack`, 5 on the
+        /// request's response topic with its correlation data.
+        #[arg(long, default_value = "3.1.1", value_parser = parse_mqtt_version)]
+        protocol: MqttVersion,
+        /// Wait this long before answering, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Take requests but never answer (to see timeouts).
+        #[arg(long)]
+        silent: bool,
     },
     /// Check and try out rule modules.
     #[command(subcommand)]
@@ -178,6 +198,14 @@ struct LimitArgs {
     output_limit: usize,
 }
 
+fn parse_mqtt_version(text: &str) -> Result<MqttVersion, String> {
+    match text {
+        "3.1.1" => Ok(MqttVersion::V311),
+        "5" => Ok(MqttVersion::V5),
+        _ => Err(format!("`{text}` is not an MQTT version (3.1.1 or 5)")),
+    }
+}
+
 fn parse_config_entry(entry: &str) -> Result<(String, String), String> {
     entry
         .split_once('=')
@@ -261,6 +289,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             });
             let published = simulate::run(&endpoint, &simulator.options(count), stopped).await?;
             println!("published {published} readings to {broker}");
+        }
+        Command::DeviceSim {
+            broker,
+            client_id,
+            protocol,
+            delay_ms,
+            silent,
+        } => {
+            let endpoint = BrokerEndpoint::from_url(&broker, &client_id)?.with_version(protocol);
+            let mut device = Device::start(
+                &endpoint,
+                DeviceOptions {
+                    client_id: client_id.clone(),
+                    delay: Duration::from_millis(delay_ms),
+                    answers: !silent,
+                },
+            );
+            device.ready().await;
+            eprintln!("{client_id}: waiting for requests on {client_id}/# at {broker}");
+            shutdown_signal().await?;
+            let stats = device.stop().await;
+            println!(
+                "{client_id}: {} requests, {} answered",
+                stats.requests, stats.answered
+            );
         }
         Command::Sql(SqlCommand::Eval {
             sql,

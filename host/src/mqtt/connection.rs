@@ -2,7 +2,7 @@
 //! has a separate client for each version, and this is the only place that
 //! knows both. The intake and egress loops see [`Happening`]s.
 
-use super::{BrokerEndpoint, Inbound, MqttVersion};
+use super::{BrokerEndpoint, Inbound, MqttVersion, ResponseRoute};
 use crate::engine::unix_time_ms;
 use crate::message::{Property, QoS};
 use bytes::Bytes;
@@ -151,9 +151,10 @@ impl Client {
         qos: QoS,
         retain: bool,
         user_properties: &[Property],
+        route: Option<&ResponseRoute<'_>>,
     ) -> Result<(), String> {
         match self {
-            // MQTT 3.1.1 has no user properties: they are dropped.
+            // MQTT 3.1.1 has no properties: they are dropped.
             Client::V311(client) => client
                 .publish_bytes(topic, lower_qos(qos), retain, payload)
                 .await
@@ -164,6 +165,10 @@ impl Client {
                         .iter()
                         .map(|property| (property.key.clone(), property.value.clone()))
                         .collect(),
+                    response_topic: route
+                        .filter(|route| !route.topic.is_empty())
+                        .map(|route| route.topic.to_owned()),
+                    correlation_data: route.map(|route| Bytes::copy_from_slice(route.correlation)),
                     ..Default::default()
                 };
                 client

@@ -1,6 +1,7 @@
 //! The gateway's MQTT connections: intake (subscribes to the rules' `FROM`
 //! filters and feeds a bounded channel) and egress (publishes for the `mqtt`
-//! sink). Two connections, so a full pipeline that stops intake can never block
+//! sink); the invocation service and the device simulator use the same two
+//! kinds. Two connections, so a full pipeline that stops intake can never block
 //! the publishes that would drain it.
 //!
 //! Each connection's event loop runs in its own task and reconnects with
@@ -142,6 +143,17 @@ impl BrokerEndpoint {
         options
     }
 
+    /// The client id the gateway's connections derive theirs from.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The same broker, spoken to in MQTT `version`.
+    pub fn with_version(mut self, version: MqttVersion) -> Self {
+        self.version = version;
+        self
+    }
+
     /// `host:port`, for logs.
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -197,27 +209,38 @@ fn tls_configuration(config: &BrokerConfig) -> anyhow::Result<TlsConfiguration> 
     })
 }
 
-/// Connects the intake: subscribes to `filters` (at QoS 1) after every
+/// Connects a subscriber (the gateway's intake, the invocation service's
+/// answers, a simulated device): subscribes to `filters` (at QoS 1) after every
 /// (re)connection and sends each message into `inbound`, waiting when it is
 /// full. `subscribed` turns true once the broker acknowledged the first
-/// subscription. Ends when `shutdown` turns true or `inbound` closes.
-pub fn spawn_intake(
+/// subscription (at once when there is nothing to subscribe to). Ends when
+/// `shutdown` turns true or `inbound` closes. The returned [`Egress`] publishes
+/// on the same connection.
+pub fn spawn_subscriber(
     endpoint: &BrokerEndpoint,
+    client_id: &str,
     filters: Vec<String>,
     max_payload_bytes: usize,
     inbound: mpsc::Sender<Inbound>,
     subscribed: watch::Sender<bool>,
     shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+) -> (Egress, tokio::task::JoinHandle<()>) {
     // Room above the payload limit for the topic and headers, so an oversized
     // payload reaches the pipeline to be counted rather than breaking the link.
     let max_packet = packet_room(max_payload_bytes);
-    let (client, events) = connection::connect(endpoint, &endpoint.client_id, max_packet);
+    let (client, events) = connection::connect(endpoint, client_id, max_packet);
     let address = endpoint.address();
-    let mut connection = Driver::new("intake", client.clone(), events, address.clone(), shutdown);
-    tokio::spawn(async move {
+    let mut connection = Driver::new(client_id, client.clone(), events, address.clone(), shutdown);
+    let egress = Egress {
+        client: client.clone(),
+        max_packet,
+    };
+    let task = tokio::spawn(async move {
         while let Some(happening) = connection.next().await {
             match happening {
+                Happening::Connected { .. } if filters.is_empty() => {
+                    let _ = subscribed.send(true);
+                }
                 Happening::Connected { .. } => {
                     // Queued on the request channel; sent by the next polls.
                     if let Err(error) = client.subscribe(&filters) {
@@ -238,7 +261,8 @@ pub fn spawn_intake(
                 Happening::Disconnected | Happening::Other => {}
             }
         }
-    })
+    });
+    (egress, task)
 }
 
 /// The largest MQTT packet that carries a payload of `payload_bytes`: room for
@@ -264,7 +288,7 @@ impl Egress {
         let client_id = format!("{}-egress", endpoint.client_id);
         let (client, events) = connection::connect(endpoint, &client_id, max_packet);
         let mut connection = Driver::new(
-            "egress",
+            &client_id,
             client.clone(),
             events,
             endpoint.address(),
@@ -273,13 +297,70 @@ impl Egress {
         let task = tokio::spawn(async move { while connection.next().await.is_some() {} });
         (Egress { client, max_packet }, task)
     }
+
+    /// Publishes a request that expects an answer on `route`: on MQTT 5 the
+    /// route travels as the response topic and correlation data; on 3.1.1 the
+    /// device must know it by convention.
+    pub async fn request(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        route: &ResponseRoute<'_>,
+    ) -> Result<(), String> {
+        self.check_size(topic, &payload)?;
+        self.client
+            .publish(topic, payload, qos, false, &[], Some(route))
+            .await
+            .map_err(|error| format!("publishing to `{topic}`: {error}"))
+    }
+
+    /// Publishes an answer to a request, echoing its correlation data on MQTT 5.
+    pub async fn answer(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        correlation: Option<&[u8]>,
+    ) -> Result<(), String> {
+        self.check_size(topic, &payload)?;
+        let route = correlation.map(|correlation| ResponseRoute {
+            topic: "",
+            correlation,
+        });
+        self.client
+            .publish(topic, payload, QoS::AtLeastOnce, false, &[], route.as_ref())
+            .await
+            .map_err(|error| format!("publishing to `{topic}`: {error}"))
+    }
+
+    /// rumqttc would keep a packet over the limit queued and replay it after
+    /// every reconnect; refuse it here instead.
+    fn check_size(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        let size = topic.len() + payload.len();
+        if size > self.max_packet {
+            return Err(format!(
+                "publishing to `{topic}`: {size} bytes exceed the connection's packet limit of {}",
+                self.max_packet
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the answer to a request goes (MQTT 5 request/response): the response
+/// topic and the correlation data that ties the answer to its request. An empty
+/// topic sends the correlation data alone, as an answer does.
+pub struct ResponseRoute<'a> {
+    pub topic: &'a str,
+    pub correlation: &'a [u8],
 }
 
 /// Drives one connection's event loop: reconnects with backoff after errors,
 /// and on `shutdown` queues a DISCONNECT behind what is already queued and
 /// keeps polling until it is sent, so nothing read or queued is cut off.
 struct Driver {
-    role: &'static str,
+    /// The connection's client id, naming it in logs.
+    role: String,
     client: Client,
     events: EventLoop,
     address: String,
@@ -290,14 +371,14 @@ struct Driver {
 
 impl Driver {
     fn new(
-        role: &'static str,
+        role: &str,
         client: Client,
         events: EventLoop,
         address: String,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Driver {
-            role,
+            role: role.to_owned(),
             client,
             events,
             address,
@@ -355,17 +436,9 @@ impl Publisher for Egress {
         retain: bool,
         user_properties: &[Property],
     ) -> Result<(), String> {
-        // rumqttc would keep a packet over the limit queued and replay it after
-        // every reconnect; refuse it here instead.
-        let size = topic.len() + payload.len();
-        if size > self.max_packet {
-            return Err(format!(
-                "publishing to `{topic}`: {size} bytes exceed the connection's packet limit of {}",
-                self.max_packet
-            ));
-        }
+        self.check_size(topic, &payload)?;
         self.client
-            .publish(topic, payload, qos, retain, user_properties)
+            .publish(topic, payload, qos, retain, user_properties, None)
             .await
             .map_err(|error| format!("publishing to `{topic}`: {error}"))
     }
