@@ -15,7 +15,7 @@ use rulegate::mqtt::BrokerEndpoint;
 use rulegate::simulate::{self, SimulatorOptions};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -567,7 +567,10 @@ fn example_configurations_load_and_compile() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "demo, soil-moisture-aws, soil-moisture-local");
+    assert_eq!(
+        checked, 4,
+        "demo, invoke, soil-moisture-aws, soil-moisture-local"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,4 +628,76 @@ topic = "tagged/${{topic(2)}}"
         serde_json::json!({"humidity": 30, "site": ["north"], "ct": "application/json"})
     );
     gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_in_a_shared_group_process_each_message_exactly_once() {
+    const READINGS: u64 = 10_000;
+    let broker = Mosquitto::start();
+    let config = |name: &str| {
+        parse_config(&format!(
+            r#"
+[gateway]
+stats_interval_secs = 0
+
+[broker]
+url = "{url}"
+client_id = "{name}-{id}"
+shared_group = "soil"
+
+[sinks.processed]
+type = "mqtt"
+
+[[rules]]
+name = "tag"
+sql = "SELECT name, timeStampEpoch FROM 'device/+/devicePayload'"
+[[rules.actions]]
+sink = "processed"
+topic = "processed/{name}"
+"#,
+            url = broker.url(),
+            id = uuid::Uuid::new_v4().simple(),
+        ))
+    };
+    let mut processed = Recorder::subscribe(broker.port(), "processed/#").await;
+    let first = Gateway::start(config("first"), None).await.unwrap();
+    let second = Gateway::start(config("second"), None).await.unwrap();
+
+    assert_eq!(
+        publish_readings(broker.port(), READINGS, 11).await,
+        READINGS
+    );
+    let mut outputs = processed
+        .take(READINGS as usize, Duration::from_secs(60))
+        .await;
+    // Anything processed twice would still be on its way.
+    outputs.extend(processed.take(1, Duration::from_millis(500)).await);
+
+    let mut readings = HashSet::new();
+    let mut by_gateway: BTreeMap<String, u64> = BTreeMap::new();
+    for (topic, body) in &outputs {
+        let value: Value = serde_json::from_slice(body).unwrap();
+        let reading = (
+            value["name"].to_string(),
+            value["timeStampEpoch"].to_string(),
+        );
+        assert!(readings.insert(reading), "{body:?} was processed twice");
+        *by_gateway.entry(topic.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        readings.len(),
+        READINGS as usize,
+        "every reading processed once"
+    );
+    for gateway in ["processed/first", "processed/second"] {
+        let share = by_gateway.get(gateway).copied().unwrap_or_default();
+        assert!(
+            share >= READINGS / 10,
+            "{gateway} did {share} of {READINGS}: {by_gateway:?}"
+        );
+    }
+    let received = first.stats().intake().received + second.stats().intake().received;
+    assert_eq!(received, READINGS);
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
 }

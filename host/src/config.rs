@@ -103,6 +103,23 @@ pub struct BrokerConfig {
     /// broker holds QoS 1 messages for the gateway while it reconnects.
     #[serde(default)]
     pub clean_session: bool,
+    /// Share the load with the other gateways of this group: the rules'
+    /// subscriptions become `$share/<group>/<filter>`, and the broker hands each
+    /// message to one gateway of the group (Mosquitto 2, EMQX, HiveMQ).
+    pub shared_group: Option<String>,
+}
+
+impl BrokerConfig {
+    /// What to subscribe to for the rules' topic filters.
+    pub fn subscriptions(&self, filters: Vec<String>) -> Vec<String> {
+        match &self.shared_group {
+            Some(group) => filters
+                .into_iter()
+                .map(|filter| format!("$share/{group}/{filter}"))
+                .collect(),
+            None => filters,
+        }
+    }
 }
 
 /// An MQTT protocol version.
@@ -310,6 +327,20 @@ impl GatewayConfig {
                 "the embedded broker speaks MQTT 3.1.1; remove `protocol`".into(),
             ));
         }
+        if let Some(group) = &broker.shared_group {
+            if broker.embedded {
+                return Err((
+                    "broker.shared_group".into(),
+                    "shared subscriptions spread the load of an external broker; remove it with `embedded = true`".into(),
+                ));
+            }
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                return Err((
+                    "broker.shared_group".into(),
+                    "must be one non-empty topic level (no `/`, `+` or `#`)".into(),
+                ));
+            }
+        }
         if broker.client_cert_file.is_some() != broker.client_key_file.is_some() {
             return Err((
                 "broker.client_cert_file".into(),
@@ -504,6 +535,26 @@ mod tests {
         );
         let neither = error_text(&VALID.replace("url = \"mqtt://127.0.0.1\"", ""));
         assert!(neither.contains("`broker`"), "{neither}");
+    }
+
+    #[test]
+    fn shared_group_prefixes_every_subscription() {
+        let config = parse(&VALID.replace(
+            "url = \"mqtt://127.0.0.1\"",
+            "url = \"mqtt://127.0.0.1\"\n        shared_group = \"soil\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            config
+                .broker
+                .subscriptions(vec!["device/+/devicePayload".into()]),
+            ["$share/soil/device/+/devicePayload"]
+        );
+        let text = error_text(&VALID.replace(
+            "url = \"mqtt://127.0.0.1\"",
+            "url = \"mqtt://127.0.0.1\"\n        shared_group = \"a/b\"",
+        ));
+        assert!(text.contains("`broker.shared_group`"), "{text}");
     }
 
     #[test]

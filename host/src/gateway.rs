@@ -86,7 +86,7 @@ impl Gateway {
 
         let (inbound, inbound_queue) = mpsc::channel(config.gateway.rule_queue);
         let stats = pipeline.stats();
-        let subscriptions = pipeline.subscriptions();
+        let subscriptions = config.broker.subscriptions(pipeline.subscriptions());
         tracing::info!(
             broker = endpoint.address(),
             rules = config.rules.len(),
