@@ -155,6 +155,7 @@ async fn invoke(http: &reqwest::Client, url: &str, call: usize) {
 async fn mqtt_round_trips(broker: &Mosquitto) -> Vec<std::time::Duration> {
     let options = MqttOptions::new("bench-baseline", "127.0.0.1", broker.port());
     let (client, mut events) = AsyncClient::new(options, 64);
+    events.set_network_options(rulegate::mqtt::network_options());
     client
         .subscribe("+/+/baseline/+/ack", QoS::AtLeastOnce)
         .await

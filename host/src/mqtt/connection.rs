@@ -49,17 +49,19 @@ pub(super) fn connect(
 ) -> (Client, EventLoop) {
     match endpoint.version {
         MqttVersion::V311 => {
-            let (client, events) = rumqttc::AsyncClient::new(
+            let (client, mut events) = rumqttc::AsyncClient::new(
                 endpoint.options(client_id, max_packet),
                 REQUEST_CAPACITY,
             );
+            events.set_network_options(super::network_options());
             (Client::V311(client), EventLoop::V311(Box::new(events)))
         }
         MqttVersion::V5 => {
-            let (client, events) = mqtt5::AsyncClient::new(
+            let (client, mut events) = mqtt5::AsyncClient::new(
                 endpoint.options_v5(client_id, max_packet),
                 REQUEST_CAPACITY,
             );
+            events.options.set_network_options(super::network_options());
             (Client::V5(client), EventLoop::V5(Box::new(events)))
         }
     }

@@ -160,6 +160,15 @@ impl BrokerEndpoint {
     }
 }
 
+/// Socket options of every connection. TCP_NODELAY: publishes are small and
+/// latency-bound, and with Nagle's algorithm a lone packet waits for the
+/// peer's delayed ACK, up to 40 ms on Linux, on every request/answer exchange.
+pub fn network_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
+}
+
 /// Splits `mqtt://host:port` / `mqtts://host:port` into (tls, host, port).
 fn parse_url(url: &str) -> anyhow::Result<(bool, String, u16)> {
     let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
