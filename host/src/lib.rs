@@ -14,6 +14,7 @@ pub mod device_sim;
 pub mod engine;
 pub mod gateway;
 pub mod invoke;
+pub mod loadgen;
 pub mod message;
 pub mod mqtt;
 pub mod pipeline;

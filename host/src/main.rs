@@ -6,6 +6,7 @@ use rulegate::demo::{self, DemoOptions};
 use rulegate::device_sim::{Device, DeviceOptions};
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
 use rulegate::gateway::Gateway;
+use rulegate::loadgen::{self, BrokerKind, LoadOptions};
 use rulegate::message::Message;
 use rulegate::mqtt::{BrokerEndpoint, MqttVersion};
 use rulegate::simulate::{self, SimulatorOptions};
@@ -79,6 +80,25 @@ enum Command {
         /// Take requests but never answer (to see timeouts).
         #[arg(long)]
         silent: bool,
+    },
+    /// Measure throughput, latency and loss end to end through a broker on
+    /// loopback, beside the broker alone; writes a markdown and a JSON report.
+    Bench {
+        /// The broker the load goes through.
+        #[arg(long, value_enum, default_value = "mosquitto")]
+        broker: BrokerKind,
+        /// Messages per run with the ~100-byte reading.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Messages per run with the 10 KB payload.
+        #[arg(long, default_value_t = 5_000)]
+        large_messages: usize,
+        /// Where the built example rules are (`cargo build-rules`).
+        #[arg(long, default_value = "rules/target/wasm32-wasip2/release")]
+        rules_dir: PathBuf,
+        /// Where the report goes.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
     },
     /// Check and try out rule modules.
     #[command(subcommand)]
@@ -314,6 +334,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "{client_id}: {} requests, {} answered",
                 stats.requests, stats.answered
             );
+        }
+        Command::Bench {
+            broker,
+            messages,
+            large_messages,
+            rules_dir,
+            out,
+        } => {
+            let report = loadgen::run(&LoadOptions {
+                broker,
+                messages,
+                large_messages,
+                rules_dir,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            })
+            .await?;
+            print!("{}", report.markdown());
+            println!("\nwritten to {}", report.write(&out)?.display());
         }
         Command::Sql(SqlCommand::Eval {
             sql,

@@ -1,0 +1,439 @@
+//! `rulegate bench`: the end-to-end load generator. It starts a broker on
+//! loopback, publishes soil readings through it, and measures what reaches a
+//! subscriber: throughput, latency percentiles, loss. Each gateway scenario is
+//! set beside the broker alone (publisher straight to subscriber) on the same
+//! load in the same run, so every figure is also a ratio to that baseline.
+//!
+//! The gateway runs in this process, as does the load; on a small machine they
+//! share its cores, as they would share them with the broker on a gateway box.
+
+mod broker;
+mod traffic;
+
+pub use broker::BrokerKind;
+
+use crate::config::GatewayConfig;
+use crate::gateway::Gateway;
+use anyhow::Context;
+use broker::BenchBroker;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use traffic::{Arrivals, Receiver, SendLog};
+
+/// Payload sizes of the runs: about the reference reading, and 10 KB.
+const SMALL_PAYLOAD: usize = 100;
+const LARGE_PAYLOAD: usize = 10 * 1024;
+/// Sensors the load cycles through when one rule takes all of it.
+const SENSORS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub broker: BrokerKind,
+    /// Messages per run with the small payload.
+    pub messages: usize,
+    /// Messages per run with the 10 KB payload.
+    pub large_messages: usize,
+    /// Where `humidity_alert.wasm` is.
+    pub rules_dir: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// What a run puts between publisher and subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Stage {
+    /// The broker alone: the baseline.
+    Broker,
+    /// `SELECT *` republished by an `mqtt` action.
+    SqlRepublish,
+    /// `WHERE humidity < 35`, the humidity-alert Wasm rule, its alert republished.
+    WasmAlert,
+    /// `SELECT *` archived by a `file` action.
+    FileArchive,
+}
+
+struct Scenario {
+    stage: Stage,
+    rules: usize,
+    payload_bytes: usize,
+    messages: usize,
+    /// Messages per second; `None` is flat out.
+    rate: Option<f64>,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    stage: Stage,
+    rules: usize,
+    payload_bytes: usize,
+    /// Messages per second offered; `None` is flat out.
+    offered_rate: Option<f64>,
+    sent: usize,
+    received: usize,
+    duplicates: usize,
+    lost: usize,
+    seconds: f64,
+    per_second: f64,
+    /// Throughput relative to the broker alone on the same payload, flat out.
+    ratio_to_broker: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    p999_ms: Option<f64>,
+}
+
+/// A whole benchmark: the machine and every run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    command: String,
+    rulegate: &'static str,
+    broker: String,
+    machine: Machine,
+    runs: Vec<RunResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpu: String,
+    cores: usize,
+    kernel: String,
+    memory_kib: u64,
+}
+
+/// Runs every scenario, flat out and at half the broker's own throughput.
+pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
+    let broker = BenchBroker::start(options.broker, LARGE_PAYLOAD * 2)?;
+    let work = tempfile::tempdir().context("creating a directory for the runs")?;
+    let bench = Bench {
+        broker: &broker,
+        work: work.path(),
+        rules_dir: &options.rules_dir,
+    };
+    let flat = |stage, rules, payload_bytes, messages| Scenario {
+        stage,
+        rules,
+        payload_bytes,
+        messages,
+        rate: None,
+    };
+    let (small, large) = (options.messages, options.large_messages);
+    let mut runs = Vec::new();
+    for (payload, messages, stages) in [
+        (
+            SMALL_PAYLOAD,
+            small,
+            &[Stage::SqlRepublish, Stage::WasmAlert, Stage::FileArchive][..],
+        ),
+        (
+            LARGE_PAYLOAD,
+            large,
+            &[Stage::SqlRepublish, Stage::WasmAlert][..],
+        ),
+    ] {
+        let baseline = bench
+            .run(&flat(Stage::Broker, 0, payload, messages))
+            .await?;
+        let base_rate = baseline.per_second;
+        runs.push(baseline);
+        for &stage in stages {
+            runs.push(
+                bench
+                    .run(&flat(stage, 1, payload, messages))
+                    .await?
+                    .against(base_rate),
+            );
+        }
+        if payload == SMALL_PAYLOAD {
+            for rules in [10, 1000] {
+                let scenario = flat(Stage::SqlRepublish, rules, payload, messages);
+                runs.push(bench.run(&scenario).await?.against(base_rate));
+            }
+            // Latency at half of what the broker alone carries.
+            let half = Some(base_rate / 2.0);
+            for stage in [Stage::Broker, Stage::SqlRepublish, Stage::WasmAlert] {
+                let scenario = Scenario {
+                    rate: half,
+                    ..flat(
+                        stage,
+                        usize::from(stage != Stage::Broker),
+                        payload,
+                        messages,
+                    )
+                };
+                runs.push(bench.run(&scenario).await?);
+            }
+        }
+    }
+    Ok(Report {
+        command: options.command.clone(),
+        rulegate: env!("CARGO_PKG_VERSION"),
+        broker: broker.description.clone(),
+        machine: Machine::describe(),
+        runs,
+    })
+}
+
+/// What every run shares.
+struct Bench<'a> {
+    broker: &'a BenchBroker,
+    work: &'a Path,
+    rules_dir: &'a Path,
+}
+
+impl Bench<'_> {
+    async fn run(&self, scenario: &Scenario) -> anyhow::Result<RunResult> {
+        tracing::info!(stage = ?scenario.stage, rules = scenario.rules, payload = scenario.payload_bytes, rate = ?scenario.rate, "run");
+        let port = self.broker.port;
+        let log = SendLog::new(scenario.messages);
+        let gateway = match scenario.stage {
+            Stage::Broker => None,
+            _ => Some(Gateway::start(self.gateway_config(scenario)?, None).await?),
+        };
+        let output_filter = match scenario.stage {
+            Stage::Broker => "device/+/devicePayload",
+            _ => "bench/out/#",
+        };
+        let receiver = match scenario.stage {
+            Stage::FileArchive => None,
+            _ => Some(
+                Receiver::subscribe(port, output_filter, scenario.payload_bytes, log.clone())
+                    .await?,
+            ),
+        };
+        let sensors = if scenario.rules > 1 {
+            scenario.rules
+        } else {
+            SENSORS
+        };
+        let started = Instant::now();
+        traffic::publish(
+            port,
+            scenario.messages,
+            sensors,
+            scenario.rate.unwrap_or(0.0),
+            scenario.payload_bytes,
+            log,
+        )
+        .await?;
+        let arrivals = match receiver {
+            Some(receiver) => receiver.finish(scenario.messages).await,
+            None => {
+                let gateway = gateway
+                    .as_ref()
+                    .context("the file scenario runs a gateway")?;
+                archived(gateway, scenario.messages).await
+            }
+        };
+        if let Some(gateway) = gateway {
+            gateway.shutdown().await?;
+        }
+        Ok(RunResult::new(scenario, arrivals, started))
+    }
+
+    fn gateway_config(&self, scenario: &Scenario) -> anyhow::Result<GatewayConfig> {
+        let mut text = format!(
+            "[gateway]\nstats_interval_secs = 0\nmax_payload_bytes = {}\ncache_dir = \"cache\"\n\
+             [broker]\nurl = \"{}\"\nclient_id = \"bench-gateway\"\nclean_session = true\n\
+             [sinks.out]\ntype = \"mqtt\"\n\
+             [sinks.archive]\ntype = \"file\"\ndirectory = \"archive\"\n",
+            LARGE_PAYLOAD * 2,
+            self.broker.url(),
+        );
+        for rule in 0..scenario.rules {
+            let from = if scenario.rules > 1 {
+                format!("device/s{rule}/devicePayload")
+            } else {
+                "device/+/devicePayload".to_owned()
+            };
+            let (sql, module, action) = match scenario.stage {
+                Stage::WasmAlert => (
+                    format!("SELECT * FROM '{from}' WHERE humidity < 35"),
+                    format!(
+                        "module = \"{}\"\n",
+                        self.rules_dir.join("humidity_alert.wasm").display()
+                    ),
+                    "sink = \"out\"\ntopic = \"bench/out/alert\"",
+                ),
+                Stage::FileArchive => (
+                    format!("SELECT * FROM '{from}'"),
+                    String::new(),
+                    "sink = \"archive\"\nkey = \"${name}\"",
+                ),
+                _ => (
+                    format!("SELECT * FROM '{from}'"),
+                    String::new(),
+                    "sink = \"out\"\ntopic = \"bench/out/${topic(2)}\"",
+                ),
+            };
+            write!(
+                text,
+                "[[rules]]\nname = \"rule-{rule}\"\nsql = \"{sql}\"\n{module}[[rules.actions]]\n{action}\n"
+            )?;
+        }
+        // A fresh archive per run; the compiled-module cache is kept across runs.
+        let _ = std::fs::remove_dir_all(self.work.join("archive"));
+        GatewayConfig::parse(&text, Path::new("bench.toml"), self.work.to_owned())
+            .context("the benchmark's own gateway configuration")
+    }
+}
+
+/// Waits until the file sink wrote `expected` messages or stopped making progress.
+async fn archived(gateway: &Gateway, expected: usize) -> Arrivals {
+    let delivered = || -> u64 {
+        gateway
+            .sink_stats()
+            .iter()
+            .filter(|(name, _)| name == "archive")
+            .map(|(_, stats)| stats.delivered)
+            .sum()
+    };
+    let mut last = (0, Instant::now());
+    loop {
+        let count = delivered();
+        if count as usize >= expected || last.1.elapsed() > traffic::QUIET_PERIOD {
+            return Arrivals {
+                received: count as usize,
+                last: Some(last.1),
+                ..Arrivals::default()
+            };
+        }
+        if count != last.0 {
+            last = (count, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl RunResult {
+    fn new(scenario: &Scenario, mut arrivals: Arrivals, started: Instant) -> RunResult {
+        let seconds = arrivals
+            .last
+            .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+        let [p50, p99, p999] = percentiles(&mut arrivals.latencies);
+        RunResult {
+            stage: scenario.stage,
+            rules: scenario.rules,
+            payload_bytes: scenario.payload_bytes,
+            offered_rate: scenario.rate,
+            sent: scenario.messages,
+            received: arrivals.received,
+            duplicates: arrivals.duplicates,
+            lost: scenario.messages.saturating_sub(arrivals.received),
+            seconds,
+            per_second: if seconds > 0.0 {
+                arrivals.received as f64 / seconds
+            } else {
+                0.0
+            },
+            ratio_to_broker: None,
+            p50_ms: p50,
+            p99_ms: p99,
+            p999_ms: p999,
+        }
+    }
+
+    fn against(mut self, broker_rate: f64) -> RunResult {
+        self.ratio_to_broker = (broker_rate > 0.0).then(|| self.per_second / broker_rate);
+        self
+    }
+}
+
+/// p50, p99 and p99.9 in milliseconds; `None` without latencies.
+fn percentiles(latencies: &mut [Duration]) -> [Option<f64>; 3] {
+    latencies.sort_unstable();
+    [0.50, 0.99, 0.999].map(|quantile| {
+        let count = latencies.len();
+        let rank = ((count as f64 * quantile).ceil() as usize).clamp(1, count.max(1));
+        latencies
+            .get(rank - 1)
+            .map(|latency| latency.as_secs_f64() * 1000.0)
+    })
+}
+
+impl Machine {
+    fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, value)| value.trim().to_owned())
+        };
+        Machine {
+            cpu: field(&cpuinfo, "model name").unwrap_or_else(|| std::env::consts::ARCH.into()),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|text| text.trim().to_owned())
+                .unwrap_or_default(),
+            memory_kib: field(&meminfo, "MemTotal")
+                .and_then(|value| value.trim_end_matches(" kB").parse().ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl Report {
+    /// The report as a markdown page.
+    pub fn markdown(&self) -> String {
+        let machine = &self.machine;
+        let mut page = format!(
+            "# rulegate bench\n\n- command: `{}`\n- rulegate {}, broker: {}\n- machine: {} ({} cores), \
+             Linux {}, {} MiB\n\n",
+            self.command,
+            self.rulegate,
+            self.broker,
+            machine.cpu,
+            machine.cores,
+            machine.kernel,
+            machine.memory_kib / 1024,
+        );
+        page.push_str(
+            "| stage | rules | payload | load | sent | received | lost | dup | msg/s | × broker | p50 ms | p99 ms | p99.9 ms |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        );
+        let number = |value: Option<f64>, digits: usize| {
+            value.map_or_else(|| "–".to_owned(), |value| format!("{value:.digits$}"))
+        };
+        for run in &self.runs {
+            let stage = serde_json::to_value(run.stage).unwrap_or_default();
+            let _ = writeln!(
+                page,
+                "| {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+                stage.as_str().unwrap_or_default(),
+                run.rules,
+                run.payload_bytes,
+                run.offered_rate
+                    .map_or_else(|| "flat out".to_owned(), |rate| format!("{rate:.0}/s")),
+                run.sent,
+                run.received,
+                run.lost,
+                run.duplicates,
+                run.per_second,
+                number(run.ratio_to_broker, 2),
+                number(run.p50_ms, 3),
+                number(run.p99_ms, 3),
+                number(run.p999_ms, 3),
+            );
+        }
+        page
+    }
+
+    /// Writes `<stamp>.md` and `<stamp>.json` into `dir`; returns the markdown path.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "-");
+        let markdown = dir.join(format!("{stamp}.md"));
+        std::fs::write(&markdown, self.markdown())
+            .with_context(|| format!("writing {}", markdown.display()))?;
+        let json = dir.join(format!("{stamp}.json"));
+        std::fs::write(&json, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        Ok(markdown)
+    }
+}
