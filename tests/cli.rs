@@ -1,6 +1,6 @@
 //! The `rulegate` command line as users and scripts call it: `rule check`,
-//! `rule test` (over real built modules) and the `sql eval` contract that
-//! external conformance checks rely on.
+//! `rule test` (over real built modules), the `sql eval` contract that
+//! external conformance checks rely on, and the `bench` load generator.
 
 mod harness;
 
@@ -113,4 +113,64 @@ fn cli_sql_eval_exits_2_with_the_position_of_an_invalid_statement() {
     assert!(run.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("line 1, column"), "{stderr}");
+}
+
+#[test]
+fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
+    let rules_dir = rule_module("humidity-alert");
+    let rules_dir = rules_dir.parent().unwrap().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = rulegate(&[
+        "bench",
+        "--messages",
+        "300",
+        "--large-messages",
+        "40",
+        "--rules-dir",
+        rules_dir,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("| stage | rules |"), "{stdout}");
+
+    let json = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .expect("a JSON report");
+    let report: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert!(
+        report["broker"].as_str().unwrap().starts_with("mosquitto"),
+        "{report}"
+    );
+    let runs = report["runs"].as_array().unwrap();
+    let described: Vec<String> = runs
+        .iter()
+        .map(|run| format!("{}/{}/{}", run["stage"], run["rules"], run["payload_bytes"]))
+        .collect();
+    for expected in [
+        "\"broker\"/0/100",
+        "\"sql-republish\"/1/100",
+        "\"wasm-alert\"/1/100",
+        "\"file-archive\"/1/100",
+        "\"sql-republish\"/10/100",
+        "\"sql-republish\"/1000/100",
+        "\"broker\"/0/10240",
+        "\"wasm-alert\"/1/10240",
+    ] {
+        assert!(
+            described.iter().any(|run| run == expected),
+            "{expected} missing: {described:?}"
+        );
+    }
+    for run in runs {
+        assert_eq!(run["lost"], 0, "{run}");
+        assert_eq!(run["duplicates"], 0, "{run}");
+        assert!(run["per_second"].as_f64().unwrap() > 0.0, "{run}");
+    }
 }

@@ -105,12 +105,16 @@ struct Machine {
 
 /// Runs every scenario, flat out and at half the broker's own throughput.
 pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
+    // The runs' configurations live in a temporary directory; a relative path
+    // from the command line means the working directory.
+    let rules_dir = std::path::absolute(&options.rules_dir)
+        .with_context(|| format!("--rules-dir {}", options.rules_dir.display()))?;
     let broker = BenchBroker::start(options.broker, LARGE_PAYLOAD * 2)?;
     let work = tempfile::tempdir().context("creating a directory for the runs")?;
     let bench = Bench {
         broker: &broker,
         work: work.path(),
-        rules_dir: &options.rules_dir,
+        rules_dir: &rules_dir,
     };
     let flat = |stage, rules, payload_bytes, messages| Scenario {
         stage,
