@@ -326,6 +326,47 @@ fn rules_reach_no_files_environment_or_network() {
     }
 }
 
+#[test]
+fn refuses_to_start_a_rule_with_more_memory_than_a_pool_slot() {
+    let engine = RuleEngine::new(EngineOptions {
+        max_memory_bytes: 16 << 20,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let module = engine.load_file(&rule_module("passthrough")).unwrap();
+    let limits = RuleLimits {
+        memory_bytes: 32 << 20,
+        ..RuleLimits::default()
+    };
+    let error = module
+        .instantiate("passthrough", RuleConfig::new(), limits)
+        .err()
+        .expect("the rule must not start");
+    assert!(matches!(error, LoadError::Init { .. }), "{error}");
+    assert!(error.to_string().contains("memory limit"), "{error}");
+}
+
+#[test]
+fn a_full_instance_pool_refuses_one_more_and_frees_slots_on_drop() {
+    let engine = RuleEngine::new(EngineOptions {
+        max_instances: 2,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let module = engine.load_file(&rule_module("passthrough")).unwrap();
+    let start = || module.instantiate("passthrough", RuleConfig::new(), RuleLimits::default());
+    let first = start().unwrap();
+    let _second = start().unwrap();
+    let error = start().err().expect("a third instance has no slot");
+    assert!(matches!(error, LoadError::Init { .. }), "{error}");
+    assert!(
+        error.to_string().contains("no free instance slot"),
+        "{error}"
+    );
+    drop(first);
+    start().expect("the dropped instance's slot is free again");
+}
+
 fn load_error(path: &Path, bytes: Option<&[u8]>) -> LoadError {
     let engine = engine();
     let result = match bytes {
@@ -374,6 +415,7 @@ fn cached_artifact_is_reused_and_a_corrupt_one_rebuilt() {
     let cache = tempfile::tempdir().unwrap();
     let engine = RuleEngine::new(EngineOptions {
         cache_dir: Some(cache.path().to_owned()),
+        ..EngineOptions::default()
     })
     .unwrap();
     let path = rule_module("humidity-alert");

@@ -16,6 +16,10 @@ fn rule_engine(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("creating a cache directory");
     let engine = RuleEngine::new(EngineOptions {
         cache_dir: Some(cache.path().to_owned()),
+        // `iter_with_large_drop` keeps a whole batch of instances alive (several
+        // thousand during warm-up), and each needs a slot of the pool.
+        max_instances: 16_384,
+        ..EngineOptions::default()
     })
     .expect("creating the engine");
     let path = harness::rule_module("humidity-alert");

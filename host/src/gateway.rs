@@ -6,7 +6,7 @@
 use crate::actions::{SinkConfig, SinkEnv, SinkStats, Sinks};
 use crate::broker;
 use crate::config::GatewayConfig;
-use crate::engine::{EngineOptions, RuleEngine};
+use crate::engine::{EngineOptions, RuleEngine, RuleLimits};
 use crate::invoke::{InvokeService, InvokeStats};
 use crate::mqtt::{self, BrokerEndpoint, Egress};
 use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineStats};
@@ -43,12 +43,20 @@ impl Gateway {
         config: GatewayConfig,
         aws: Option<aws_config::SdkConfig>,
     ) -> anyhow::Result<Gateway> {
+        // The instance pool holds exactly one slot per rule with a module: a rule
+        // that restarts drops its instance before creating the next.
+        let modules = config.rules.iter().filter(|rule| rule.module.is_some());
         let engine = RuleEngine::new(EngineOptions {
             cache_dir: config
                 .gateway
                 .cache_dir
                 .clone()
                 .or_else(EngineOptions::default_cache_dir),
+            max_instances: u32::try_from(modules.clone().count()).unwrap_or(u32::MAX),
+            max_memory_bytes: modules
+                .map(|rule| rule.limits.memory_bytes)
+                .max()
+                .unwrap_or(RuleLimits::default().memory_bytes),
         })?;
         // Compiling modules keeps a core busy for a moment; not on the runtime's threads.
         let (pipeline, config) = tokio::task::spawn_blocking(move || {

@@ -192,7 +192,9 @@ struct CacheArgs {
 }
 
 impl CacheArgs {
-    fn engine_options(&self) -> EngineOptions {
+    /// Options for an engine that runs one rule instance with `memory_bytes`
+    /// of memory at most.
+    fn engine_options(&self, memory_bytes: usize) -> EngineOptions {
         EngineOptions {
             cache_dir: if self.no_cache {
                 None
@@ -201,6 +203,8 @@ impl CacheArgs {
                     .clone()
                     .or_else(EngineOptions::default_cache_dir)
             },
+            max_instances: 1,
+            max_memory_bytes: memory_bytes,
         }
     }
 }
@@ -362,7 +366,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(sql_eval(&sql, &topic, &payload, clientid.as_deref()));
         }
         Command::Rule(RuleCommand::Check { module, cache }) => {
-            let engine = RuleEngine::new(cache.engine_options())?;
+            let engine = RuleEngine::new(cache.engine_options(RuleLimits::default().memory_bytes))?;
             let loaded = engine.load_file(&module)?;
             println!(
                 "{}: ok (rulegate:rule@0.1.0, blake3 {})",
@@ -379,12 +383,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             limits,
             cache,
         }) => {
-            let engine = RuleEngine::new(cache.engine_options())?;
             let limits = RuleLimits {
                 time_ms: limits.time_limit_ms,
                 memory_bytes: limits.memory_limit,
                 output_bytes: limits.output_limit,
             };
+            let engine = RuleEngine::new(cache.engine_options(limits.memory_bytes))?;
             let config: RuleConfig = config.into_iter().collect();
             let mut instance = engine
                 .load_file(&module)?

@@ -8,7 +8,7 @@ use super::limits::{MemoryLimitExceeded, MemoryLimiter, RuleLimits};
 use super::{EpochClock, RuleModule};
 use crate::message::{Message, Output, Property, QoS};
 use std::sync::Arc;
-use wasmtime::{Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 
 /// An instance of a rule module with its own store, reused across messages.
 ///
@@ -116,11 +116,23 @@ impl RuleInstance {
         store.set_epoch_deadline(self.deadline_ticks);
         let bindings = pre
             .instantiate(&mut store)
-            .map_err(|error| self.classify(&error).to_string())?;
+            .map_err(|error| self.instantiation_failure(&error))?;
         match bindings.call_init(&mut store) {
             Ok(Ok(())) => Ok(Live { store, bindings }),
             Ok(Err(error)) => Err(rule_error_kind(error).to_string()),
             Err(error) => Err(self.classify(&error).to_string()),
+        }
+    }
+
+    /// Why wasmtime could not create the instance; a full pool is the
+    /// engine's sizing, not the rule's fault, and is said so.
+    fn instantiation_failure(&self, error: &wasmtime::Error) -> String {
+        match error.downcast_ref::<PoolConcurrencyLimitError>() {
+            Some(full) => format!(
+                "no free instance slot ({full}): the engine's `max_instances` \
+                 counts every rule instance that exists at once"
+            ),
+            None => self.classify(error).to_string(),
         }
     }
 

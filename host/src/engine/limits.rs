@@ -48,7 +48,7 @@ pub(crate) struct MemoryLimitExceeded {
 }
 
 /// Tables hold function references; no sane rule needs more than this.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(super) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(

@@ -13,6 +13,7 @@ mod error;
 mod host_api;
 mod instance;
 mod limits;
+mod pool;
 
 pub use error::{LoadError, RunError, RunErrorKind};
 pub use host_api::{RuleConfig, unix_time_ms};
@@ -34,10 +35,27 @@ use wasmtime::{Config, Engine};
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Settings of a [`RuleEngine`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Directory for precompiled modules; `None` compiles every load afresh.
     pub cache_dir: Option<PathBuf>,
+    /// How many rule instances may exist at once. Instances come from a pool
+    /// of this many slots, reserved when the engine starts; one more fails to
+    /// start. The gateway passes the number of rules that have a module.
+    pub max_instances: u32,
+    /// The largest memory limit ([`RuleLimits::memory_bytes`]) of any rule; it
+    /// sizes each slot of the pool, and a rule asking for more fails to start.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            cache_dir: None,
+            max_instances: 16,
+            max_memory_bytes: RuleLimits::default().memory_bytes,
+        }
+    }
 }
 
 impl EngineOptions {
@@ -56,6 +74,7 @@ pub struct RuleEngine {
     linker: Linker<RuleState>,
     cache: Option<ArtifactCache>,
     clock: Arc<EpochClock>,
+    max_memory_bytes: usize,
 }
 
 impl RuleEngine {
@@ -63,6 +82,7 @@ impl RuleEngine {
         let mut config = Config::new();
         // Epoch interruption bounds a rule's time at a lower cost per call than fuel.
         config.epoch_interruption(true);
+        pool::configure(&mut config, &options);
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
@@ -78,6 +98,7 @@ impl RuleEngine {
             linker,
             cache,
             clock,
+            max_memory_bytes: options.max_memory_bytes,
         })
     }
 
@@ -113,6 +134,7 @@ impl RuleEngine {
                 pre,
                 hash,
                 path: origin.to_owned(),
+                max_memory_bytes: self.max_memory_bytes,
                 _clock: self.clock.clone(),
             }),
         })
@@ -177,6 +199,8 @@ struct ModuleInner {
     pre: RulePre<RuleState>,
     hash: blake3::Hash,
     path: PathBuf,
+    /// The memory of the engine's pool slots, which no rule's limit may exceed.
+    max_memory_bytes: usize,
     /// Keeps the epoch clock running while any module can still run.
     _clock: Arc<EpochClock>,
 }
@@ -199,6 +223,17 @@ impl RuleModule {
         config: RuleConfig,
         limits: RuleLimits,
     ) -> Result<RuleInstance, LoadError> {
+        if limits.memory_bytes > self.inner.max_memory_bytes {
+            return Err(LoadError::Init {
+                rule: rule.to_owned(),
+                path: self.inner.path.clone(),
+                reason: format!(
+                    "its memory limit of {} bytes is over the engine's {} bytes per rule; \
+                     raise `EngineOptions::max_memory_bytes`",
+                    limits.memory_bytes, self.inner.max_memory_bytes
+                ),
+            });
+        }
         RuleInstance::start(self.clone(), rule, config, limits)
     }
 }
