@@ -34,8 +34,11 @@ impl Mosquitto {
     fn start_with(persistence: bool) -> Mosquitto {
         let directory = tempfile::tempdir().expect("creating a directory for mosquitto");
         let port = free_port();
-        let mut config =
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence {persistence}\n");
+        // TCP_NODELAY, as a latency-minded deployment sets it: with Nagle's
+        // algorithm every request/answer exchange waits out a delayed ACK.
+        let mut config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence {persistence}\n"
+        );
         if persistence {
             // Started as root, mosquitto would switch to its own user, which
             // cannot write to this test's directory.
