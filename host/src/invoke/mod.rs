@@ -163,7 +163,8 @@ impl InvokeConfig {
 pub struct InvokeService {
     invoker: Arc<Invoker>,
     address: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop_serving: watch::Sender<bool>,
+    stop_link: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     connection: JoinHandle<()>,
     matcher: JoinHandle<()>,
@@ -183,7 +184,7 @@ impl InvokeService {
             .with_context(|| format!("invoke.listen: binding {}", config.listen))?;
         let address = listener.local_addr()?;
 
-        let (stop, stopped) = watch::channel(false);
+        let (stop_link, link_stopped) = watch::channel(false);
         let (answers, mut answer_queue) = mpsc::channel(ANSWER_QUEUE);
         let (subscribed, mut ready) = watch::channel(false);
         let client_id = format!("{}-invoke", endpoint.client_id());
@@ -194,7 +195,7 @@ impl InvokeService {
             max_payload_bytes,
             answers,
             subscribed,
-            stopped.clone(),
+            link_stopped,
         );
         let invoker = Arc::new(Invoker::new(link, config));
         let matcher = tokio::spawn({
@@ -221,7 +222,7 @@ impl InvokeService {
             token: http::BearerToken::new(&token),
             max_request_bytes: max_payload_bytes,
         });
-        let mut shutdown = stopped;
+        let (stop_serving, mut shutdown) = watch::channel(false);
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -233,7 +234,8 @@ impl InvokeService {
         Ok(InvokeService {
             invoker,
             address,
-            stop,
+            stop_serving,
+            stop_link,
             server,
             connection,
             matcher,
@@ -253,11 +255,13 @@ impl InvokeService {
     /// Stops taking requests, lets those in flight finish (each within its
     /// timeout), then closes the connection.
     pub async fn shutdown(self) -> anyhow::Result<InvokeStats> {
-        let _ = self.stop.send(true);
+        let _ = self.stop_serving.send(true);
         self.server
             .await
             .context("waiting for the invocation endpoint to stop")?
             .context("serving invocations")?;
+        // Only now: the invocations in flight were still waiting for answers.
+        let _ = self.stop_link.send(true);
         self.connection
             .await
             .context("waiting for the invocation connection to close")?;
