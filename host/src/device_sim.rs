@@ -108,10 +108,6 @@ impl Device {
         let _ = self.ready.wait_for(|&ready| ready).await;
     }
 
-    pub fn stats(&self) -> DeviceStats {
-        self.counters.snapshot()
-    }
-
     /// Disconnects; answers still waiting out their delay are abandoned.
     pub async fn stop(self) -> DeviceStats {
         let _ = self.stop.send(true);

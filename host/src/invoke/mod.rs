@@ -9,13 +9,11 @@
 mod http;
 mod round_trip;
 
-pub use round_trip::{
-    Invocation, InvokeError, InvokeStats, Invoker, Outcome, answer_filter, answer_topic,
-    request_topic,
-};
+pub use round_trip::InvokeStats;
 
 use crate::mqtt::{self, BrokerEndpoint};
 use anyhow::Context;
+use round_trip::{Invoker, answer_filter};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

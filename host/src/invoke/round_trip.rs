@@ -221,11 +221,6 @@ impl Invoker {
             publish_failures: read(&counters.publish_failures),
         }
     }
-
-    /// Invocations waiting for their devices now.
-    pub fn in_flight(&self) -> usize {
-        lock(&self.pending).len()
-    }
 }
 
 /// Releases an invocation's message id when its wait ends, for whatever reason;
