@@ -13,6 +13,7 @@ pub mod demo;
 pub mod device_sim;
 pub mod engine;
 pub mod gateway;
+pub mod http;
 pub mod invoke;
 pub mod loadgen;
 pub mod message;

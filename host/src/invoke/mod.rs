@@ -2,15 +2,16 @@
 //! the gateway publishes the request into the device's topic space and answers
 //! the caller with the device's acknowledgement or a timeout.
 //!
-//! [`round_trip`] matches answers to requests over MQTT; [`http`] is the
+//! [`round_trip`] matches answers to requests over MQTT; [`endpoint`] is the
 //! authenticated endpoint in front of it. The gateway starts an
 //! [`InvokeService`] when the configuration has an `[invoke]` section.
 
-mod http;
+mod endpoint;
 mod round_trip;
 
 pub use round_trip::InvokeStats;
 
+use crate::http::{self, BearerToken, HttpServer};
 use crate::mqtt::{self, BrokerEndpoint};
 use anyhow::Context;
 use round_trip::{Invoker, answer_filter};
@@ -22,8 +23,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// A bearer token shorter than this is refused at start: it would be guessable.
-const MIN_TOKEN_LEN: usize = 16;
 /// Answers waiting to be matched; the connection waits when it is full.
 const ANSWER_QUEUE: usize = 1024;
 /// How long start waits for the broker to acknowledge the answer subscription.
@@ -113,37 +112,11 @@ impl InvokeConfig {
         if self.max_in_flight == 0 {
             return invalid("max_in_flight", "must be at least 1".into());
         }
-        if self.token_env.is_some() == self.token_file.is_some() {
-            return invalid(
-                "token_env",
-                "set either `token_env` (an environment variable) or `token_file` for the bearer token"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The bearer token, from the environment or the file.
-    fn token(&self) -> anyhow::Result<String> {
-        let (key, token) = match (&self.token_env, &self.token_file) {
-            (Some(variable), _) => (
-                "invoke.token_env",
-                std::env::var(variable).with_context(|| {
-                    format!("invoke.token_env: environment variable `{variable}` is not set")
-                })?,
-            ),
-            (None, Some(path)) => (
-                "invoke.token_file",
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("invoke.token_file: reading {}", path.display()))?,
-            ),
-            (None, None) => anyhow::bail!("invoke: no bearer token configured"),
-        };
-        let token = token.strip_suffix('\n').unwrap_or(&token);
-        if token.len() < MIN_TOKEN_LEN {
-            anyhow::bail!("{key}: the token is shorter than {MIN_TOKEN_LEN} characters");
-        }
-        Ok(token.to_owned())
+        http::check_token_source(
+            "invoke",
+            self.token_env.as_deref(),
+            self.token_file.as_ref(),
+        )
     }
 
     /// Whether `target` is among the allowed devices.
@@ -160,10 +133,8 @@ impl InvokeConfig {
 /// The running invocation service: its MQTT connection and its HTTP endpoint.
 pub struct InvokeService {
     invoker: Arc<Invoker>,
-    address: SocketAddr,
-    stop_serving: watch::Sender<bool>,
+    server: HttpServer,
     stop_link: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
     connection: JoinHandle<()>,
     matcher: JoinHandle<()>,
 }
@@ -176,11 +147,11 @@ impl InvokeService {
         endpoint: &BrokerEndpoint,
         max_payload_bytes: usize,
     ) -> anyhow::Result<InvokeService> {
-        let token = config.token()?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("invoke.listen: binding {}", config.listen))?;
-        let address = listener.local_addr()?;
+        let token = BearerToken::load(
+            "invoke",
+            config.token_env.as_deref(),
+            config.token_file.as_ref(),
+        )?;
 
         let (stop_link, link_stopped) = watch::channel(false);
         let (answers, mut answer_queue) = mpsc::channel(ANSWER_QUEUE);
@@ -214,27 +185,21 @@ impl InvokeService {
             );
         }
 
-        let router = http::router(http::Endpoint {
+        let router = endpoint::router(endpoint::Endpoint {
             invoker: invoker.clone(),
             config: config.clone(),
-            token: http::BearerToken::new(&token),
             max_request_bytes: max_payload_bytes,
-        });
-        let (stop_serving, mut shutdown) = watch::channel(false);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown.wait_for(|&stop| stop).await;
-                })
-                .await
-        });
-        tracing::info!(%address, "invocation endpoint listening");
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            http::require_token,
+        ));
+        let server = HttpServer::start("invoke.listen", config.listen, router).await?;
+        tracing::info!(address = %server.address(), "invocation endpoint listening");
         Ok(InvokeService {
             invoker,
-            address,
-            stop_serving,
-            stop_link,
             server,
+            stop_link,
             connection,
             matcher,
         })
@@ -242,7 +207,7 @@ impl InvokeService {
 
     /// The address the HTTP endpoint is bound to.
     pub fn address(&self) -> SocketAddr {
-        self.address
+        self.server.address()
     }
 
     /// The invocation counters.
@@ -253,11 +218,10 @@ impl InvokeService {
     /// Stops taking requests, lets those in flight finish (each within its
     /// timeout), then closes the connection.
     pub async fn shutdown(self) -> anyhow::Result<InvokeStats> {
-        let _ = self.stop_serving.send(true);
         self.server
+            .shutdown()
             .await
-            .context("waiting for the invocation endpoint to stop")?
-            .context("serving invocations")?;
+            .context("stopping the invocation endpoint")?;
         // Only now: the invocations in flight were still waiting for answers.
         let _ = self.stop_link.send(true);
         self.connection
