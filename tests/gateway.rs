@@ -562,8 +562,7 @@ fn example_configurations_load_and_compile() {
             .is_some_and(|extension| extension == "toml")
         {
             let config = GatewayConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
-            rulegate::pipeline::Pipeline::compile(&config, &engine)
-                .unwrap_or_else(|error| panic!("{error}"));
+            rulegate::ruleset::check(&config, &engine).unwrap_or_else(|error| panic!("{error}"));
             checked += 1;
         }
     }

@@ -6,6 +6,7 @@
 //! `gateway-config/` holds documented examples.
 
 use crate::actions::{SinkConfig, SinkKind};
+use crate::admin::AdminConfig;
 use crate::engine::{RuleConfig, RuleLimits};
 use crate::invoke::InvokeConfig;
 use crate::pipeline::DEVICE_TOPICS_SINK;
@@ -29,6 +30,9 @@ pub struct GatewayConfig {
     pub rules: Vec<RuleSpec>,
     /// The synchronous invocation endpoint, off unless present: `[invoke]`.
     pub invoke: Option<InvokeConfig>,
+    /// The admin API (rules, reload, module upload, metrics), off unless
+    /// present: `[admin]`.
+    pub admin: Option<AdminConfig>,
     /// The directory relative paths (rule modules, file sinks) start from: the
     /// configuration file's own directory.
     #[serde(skip)]
@@ -50,6 +54,16 @@ pub struct GatewaySettings {
     pub stats_interval_secs: u64,
     /// Messages waiting in front of each rule; when full, intake waits.
     pub rule_queue: usize,
+    /// Where modules uploaded through the admin API are kept, so they survive
+    /// a restart; default `$STATE_DIRECTORY` (systemd), else
+    /// `$XDG_STATE_HOME/rulegate`, else `$HOME/.local/state/rulegate`.
+    pub state_dir: Option<PathBuf>,
+    /// Reload the rules when the configuration file or a rule's module changes.
+    pub watch: bool,
+    /// How many Wasm rule instances may exist at once; default twice the rules
+    /// with a module, plus 4, so every rule can be replaced while its previous
+    /// version finishes its queue. Each reserves address space (see README).
+    pub instance_slots: Option<u32>,
 }
 
 impl Default for GatewaySettings {
@@ -60,6 +74,9 @@ impl Default for GatewaySettings {
             cache_dir: None,
             stats_interval_secs: 60,
             rule_queue: 1024,
+            state_dir: None,
+            watch: true,
+            instance_slots: None,
         }
     }
 }
@@ -159,15 +176,30 @@ pub struct RuleSpec {
     /// passed as their text.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
-    /// The module's resource limits.
+    /// The module's resource limits: time per message, memory, output size.
     #[serde(default)]
     pub limits: RuleLimits,
+    /// What the rule may reach: `[rules.capabilities]`.
+    #[serde(default)]
+    pub capabilities: Capabilities,
     /// Where each output goes: `[[rules.actions]]`.
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
     /// Where a failure of this rule goes (a failed delivery, a rule error), as
     /// AWS IoT's `errorAction`: `[rules.error_action]`.
     pub error_action: Option<ActionSpec>,
+}
+
+/// What a rule may reach, like an IoT policy; everything when not given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// MQTT topic filters the rule may publish to, through its module's
+    /// `publish` outputs and its `mqtt` actions; a publish elsewhere is refused,
+    /// logged and counted as an error of the rule.
+    pub publish: Option<Vec<String>>,
+    /// The sinks the rule's actions and error action may use.
+    pub sinks: Option<Vec<String>>,
 }
 
 /// A rule configuration value: TOML scalars are accepted and passed as text.
@@ -281,11 +313,15 @@ impl GatewayConfig {
             &mut self.gateway.cache_dir,
         ];
         let sink_dirs = self.sinks.values_mut().map(|sink| &mut sink.directory);
-        let token_file = self.invoke.as_mut().map(|invoke| &mut invoke.token_file);
+        let token_files = [
+            self.invoke.as_mut().map(|invoke| &mut invoke.token_file),
+            self.admin.as_mut().map(|admin| &mut admin.token_file),
+        ];
         for path in paths
             .into_iter()
+            .chain([&mut self.gateway.state_dir])
             .chain(sink_dirs)
-            .chain(token_file)
+            .chain(token_files.into_iter().flatten())
             .flatten()
         {
             *path = base.join(&*path);
@@ -367,6 +403,9 @@ impl GatewayConfig {
         if let Some(invoke) = &self.invoke {
             invoke.check()?;
         }
+        if let Some(admin) = &self.admin {
+            admin.check()?;
+        }
         if self.gateway.rule_queue == 0 {
             return Err(("gateway.rule_queue".into(), "must be at least 1".into()));
         }
@@ -377,8 +416,15 @@ impl GatewayConfig {
         let mut names = HashSet::new();
         for (index, rule) in self.rules.iter().enumerate() {
             let key = self.rule_key(index);
-            if rule.name.trim().is_empty() {
-                return Err((format!("rules[{index}].name"), "must not be empty".into()));
+            if !is_rule_name(&rule.name) {
+                return Err((
+                    format!("rules[{index}].name"),
+                    format!(
+                        "`{}`: a rule name is 1 to 128 letters, digits, `-`, `_` or `.`, not starting with `.` \
+                         (it names the rule in URLs and file names)",
+                        rule.name
+                    ),
+                ));
             }
             if !names.insert(rule.name.as_str()) {
                 return Err((format!("{key}.name"), "another rule has this name".into()));
@@ -398,6 +444,8 @@ impl GatewayConfig {
                 self.check_action(action)
                     .map_err(|(field, problem)| (format!("{key}.error_action.{field}"), problem))?;
             }
+            check_capabilities(rule)
+                .map_err(|(field, problem)| (format!("{key}.{field}"), problem))?;
         }
         Ok(())
     }
@@ -441,7 +489,56 @@ impl GatewayConfig {
     }
 }
 
+/// Whether `name` can name a rule in a URL path and a file name as it is.
+fn is_rule_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
+}
+
+/// The rule's actions stay within its `capabilities.sinks`; the publish
+/// filters parse (they are compiled with the rule).
+fn check_capabilities(rule: &RuleSpec) -> Result<(), (String, String)> {
+    let Some(allowed) = &rule.capabilities.sinks else {
+        return Ok(());
+    };
+    let actions = rule
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(position, action)| (format!("actions[{position}].sink"), action))
+        .chain(
+            rule.error_action
+                .iter()
+                .map(|action| ("error_action.sink".to_owned(), action)),
+        );
+    for (field, action) in actions {
+        if !allowed.contains(&action.sink) {
+            return Err((
+                field,
+                format!(
+                    "sink `{}` is not in the rule's `capabilities.sinks` ({})",
+                    action.sink,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl RuleSpec {
+    /// BLAKE3 of the entry as the gateway understood it, in hex: a change of
+    /// any setting of the rule changes it. (Hashed through `Debug`, which shows
+    /// every field exactly; the hash identifies versions within one build.)
+    pub fn config_hash(&self) -> String {
+        blake3::hash(format!("{self:?}").as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
     /// The configuration values as the module sees them.
     pub fn module_config(&self) -> RuleConfig {
         self.config

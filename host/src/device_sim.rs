@@ -64,7 +64,7 @@ impl Device {
         let (link, connection) = mqtt::spawn_subscriber(
             endpoint,
             &options.client_id,
-            vec![format!("{}/#", options.client_id)],
+            mqtt::fixed_filters(vec![format!("{}/#", options.client_id)]),
             MAX_REQUEST_BYTES,
             requests,
             subscribed,

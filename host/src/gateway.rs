@@ -1,15 +1,19 @@
 //! The running gateway: starts the embedded broker when configured, connects
-//! to the broker, starts the sinks and the pipeline, and shuts them down in
-//! the order that loses nothing: the invocation endpoint and the intake first,
-//! then the rules' queues, then the sinks' queues, then the egress connection.
+//! to the broker, starts the sinks, the pipeline and the rules, the file
+//! watcher and the HTTP endpoints, and shuts them down in the order that loses
+//! nothing: the endpoints and the intake first, then the rules' queues, then
+//! the sinks' queues, then the egress connection.
 
 use crate::actions::{SinkConfig, SinkEnv, SinkStats, Sinks};
+use crate::admin::AdminService;
 use crate::broker;
 use crate::config::GatewayConfig;
 use crate::engine::{EngineOptions, RuleEngine, RuleLimits};
 use crate::invoke::{InvokeService, InvokeStats};
 use crate::mqtt::{self, BrokerEndpoint, Egress};
-use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineStats};
+use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineSettings, PipelineStats};
+use crate::ruleset::RuleSet;
+use crate::ruleset::watcher::FileWatcher;
 use anyhow::Context;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,8 +36,10 @@ pub struct Gateway {
     pipeline: JoinHandle<()>,
     egress: JoinHandle<()>,
     sinks: Arc<Sinks>,
-    stats: PipelineStats,
+    rules: Arc<RuleSet>,
+    watcher: Option<FileWatcher>,
     invoke: Option<InvokeService>,
+    admin: Option<AdminService>,
 }
 
 impl Gateway {
@@ -43,28 +49,7 @@ impl Gateway {
         config: GatewayConfig,
         aws: Option<aws_config::SdkConfig>,
     ) -> anyhow::Result<Gateway> {
-        // The instance pool holds exactly one slot per rule with a module: a rule
-        // that restarts drops its instance before creating the next.
-        let modules = config.rules.iter().filter(|rule| rule.module.is_some());
-        let engine = RuleEngine::new(EngineOptions {
-            cache_dir: config
-                .gateway
-                .cache_dir
-                .clone()
-                .or_else(EngineOptions::default_cache_dir),
-            max_instances: u32::try_from(modules.clone().count()).unwrap_or(u32::MAX),
-            max_memory_bytes: modules
-                .map(|rule| rule.limits.memory_bytes)
-                .max()
-                .unwrap_or(RuleLimits::default().memory_bytes),
-        })?;
-        // Compiling modules keeps a core busy for a moment; not on the runtime's threads.
-        let (pipeline, config) = tokio::task::spawn_blocking(move || {
-            Pipeline::compile(&config, &engine).map(|pipeline| (pipeline, config))
-        })
-        .await
-        .context("compiling the rules")??;
-
+        let engine = Arc::new(RuleEngine::new(engine_options(&config))?);
         let max_payload = config.gateway.max_payload_bytes;
         if config.broker.embedded {
             broker::start_embedded(config.broker.listen, max_payload)?;
@@ -93,15 +78,22 @@ impl Gateway {
         let sinks = Arc::new(Sinks::start(&sink_configs, env, failures).await?);
 
         let (inbound, inbound_queue) = mpsc::channel(config.gateway.rule_queue);
-        let stats = pipeline.stats();
-        let subscriptions = config.broker.subscriptions(pipeline.subscriptions());
+        let settings = PipelineSettings {
+            max_payload_bytes: max_payload,
+            rule_queue: config.gateway.rule_queue,
+        };
+        let (pipeline, pipeline_task) =
+            Pipeline::start(settings, inbound_queue, sinks.clone(), failed);
+        // A rule that cannot run stops the start here, with the key at fault;
+        // dropping what started so far closes it.
+        let rules = RuleSet::start(config.clone(), engine, pipeline).await?;
+        let subscriptions = rules.subscriptions();
         tracing::info!(
             broker = endpoint.address(),
             rules = config.rules.len(),
-            ?subscriptions,
+            subscriptions = ?*subscriptions.borrow(),
             "gateway starting"
         );
-        let pipeline = pipeline.run(inbound_queue, sinks.clone(), failed);
         let (subscribed, mut ready) = watch::channel(false);
         // The intake only subscribes; rule outputs go out through the egress.
         let (_, intake) = mqtt::spawn_subscriber(
@@ -124,25 +116,52 @@ impl Gateway {
                 "not subscribed after {READY_TIMEOUT:?}; still trying in the background"
             );
         }
+        let watcher = if config.gateway.watch {
+            Some(FileWatcher::start(rules.clone()).await?)
+        } else {
+            None
+        };
         let invoke = match &config.invoke {
             Some(invoke) => Some(InvokeService::start(invoke, &endpoint, max_payload).await?),
             None => None,
         };
+        let admin = match &config.admin {
+            Some(admin) => {
+                Some(AdminService::start(admin, rules.clone(), Arc::downgrade(&sinks)).await?)
+            }
+            None => None,
+        };
         let summary = (config.gateway.stats_interval_secs > 0).then(|| {
             let period = Duration::from_secs(config.gateway.stats_interval_secs);
-            tokio::spawn(log_summaries(period, stats.clone(), Arc::downgrade(&sinks)))
+            tokio::spawn(log_summaries(
+                period,
+                rules.stats().clone(),
+                Arc::downgrade(&sinks),
+            ))
         });
         Ok(Gateway {
             summary,
             stop_intake,
             stop_egress,
             intake,
-            pipeline,
+            pipeline: pipeline_task,
             egress: egress_task,
             sinks,
-            stats,
+            rules,
+            watcher,
             invoke,
+            admin,
         })
+    }
+
+    /// The rules: their versions, and the way to change them.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Where the admin API listens, when `[admin]` is configured.
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(AdminService::address)
     }
 
     /// Where the invocation endpoint listens, when `[invoke]` is configured.
@@ -157,7 +176,7 @@ impl Gateway {
 
     /// Counters of the intake and of each rule.
     pub fn stats(&self) -> &PipelineStats {
-        &self.stats
+        self.rules.stats()
     }
 
     /// Counters of each sink.
@@ -173,6 +192,11 @@ impl Gateway {
             summary.abort();
             let _ = summary.await;
         }
+        if let Some(admin) = self.admin {
+            admin.shutdown().await?;
+        }
+        // No rule changes from here on.
+        drop(self.watcher);
         if let Some(invoke) = self.invoke {
             let stats = invoke.shutdown().await?;
             tracing::info!(?stats, "invocations");
@@ -193,8 +217,31 @@ impl Gateway {
         {
             tracing::warn!("egress connection did not close in {EGRESS_DRAIN_TIMEOUT:?}");
         }
-        log_summary(&self.stats, &final_stats);
+        log_summary(self.rules.stats(), &final_stats);
         Ok(final_stats)
+    }
+}
+
+/// The Wasm engine for `config`'s rules. The instance pool has room for every
+/// rule with a module twice over, plus a few, so each can be replaced (or a
+/// few added) while the version it replaces finishes its queue.
+fn engine_options(config: &GatewayConfig) -> EngineOptions {
+    let modules = config.rules.iter().filter(|rule| rule.module.is_some());
+    let default_slots = modules.clone().count().saturating_mul(2).saturating_add(4);
+    EngineOptions {
+        cache_dir: config
+            .gateway
+            .cache_dir
+            .clone()
+            .or_else(EngineOptions::default_cache_dir),
+        max_instances: config
+            .gateway
+            .instance_slots
+            .unwrap_or(u32::try_from(default_slots).unwrap_or(u32::MAX)),
+        max_memory_bytes: modules
+            .map(|rule| rule.limits.memory_bytes)
+            .max()
+            .unwrap_or(RuleLimits::default().memory_bytes),
     }
 }
 

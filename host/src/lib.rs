@@ -7,6 +7,7 @@
 //! [`invoke`] carries synchronous calls from HTTP to devices and back.
 
 pub mod actions;
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod demo;
@@ -19,4 +20,5 @@ pub mod loadgen;
 pub mod message;
 pub mod mqtt;
 pub mod pipeline;
+pub mod ruleset;
 pub mod simulate;

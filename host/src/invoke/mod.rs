@@ -160,7 +160,7 @@ impl InvokeService {
         let (link, connection) = mqtt::spawn_subscriber(
             endpoint,
             &client_id,
-            vec![answer_filter(&config.client_prefix)],
+            mqtt::fixed_filters(vec![answer_filter(&config.client_prefix)]),
             max_payload_bytes,
             answers,
             subscribed,

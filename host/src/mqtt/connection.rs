@@ -145,6 +145,21 @@ impl Client {
         .map_err(|error| error.to_string())
     }
 
+    /// Queues an UNSUBSCRIBE for each of `filters`.
+    pub(super) fn unsubscribe(&self, filters: &[String]) -> Result<(), String> {
+        for filter in filters {
+            match self {
+                Client::V311(client) => client
+                    .try_unsubscribe(filter.clone())
+                    .map_err(|error| error.to_string()),
+                Client::V5(client) => client
+                    .try_unsubscribe(filter.clone())
+                    .map_err(|error| error.to_string()),
+            }?;
+        }
+        Ok(())
+    }
+
     /// Queues a publish; waits while rumqttc's request queue is full.
     pub(super) async fn publish(
         &self,

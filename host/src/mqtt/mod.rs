@@ -219,16 +219,17 @@ fn tls_configuration(config: &BrokerConfig) -> anyhow::Result<TlsConfiguration> 
 }
 
 /// Connects a subscriber (the gateway's intake, the invocation service's
-/// answers, a simulated device): subscribes to `filters` (at QoS 1) after every
-/// (re)connection and sends each message into `inbound`, waiting when it is
-/// full. `subscribed` turns true once the broker acknowledged the first
-/// subscription (at once when there is nothing to subscribe to). Ends when
-/// `shutdown` turns true or `inbound` closes. The returned [`Egress`] publishes
-/// on the same connection.
+/// answers, a simulated device): holds the subscriptions `filters` names (at
+/// QoS 1), renewed after every (re)connection and changed when `filters`
+/// changes, and sends each message into `inbound`, waiting when it is full.
+/// `subscribed` turns true once the broker acknowledged the first subscription
+/// (at once when there is nothing to subscribe to). Ends when `shutdown` turns
+/// true or `inbound` closes. The returned [`Egress`] publishes on the same
+/// connection.
 pub fn spawn_subscriber(
     endpoint: &BrokerEndpoint,
     client_id: &str,
-    filters: Vec<String>,
+    mut filters: watch::Receiver<Vec<String>>,
     max_payload_bytes: usize,
     inbound: mpsc::Sender<Inbound>,
     subscribed: watch::Sender<bool>,
@@ -245,19 +246,39 @@ pub fn spawn_subscriber(
         max_packet,
     };
     let task = tokio::spawn(async move {
-        while let Some(happening) = connection.next().await {
+        let mut held: Vec<String> = filters.borrow_and_update().clone();
+        // A fixed list's sender is gone from the start: nothing to follow.
+        let mut following = true;
+        loop {
+            let happening = tokio::select! {
+                happening = connection.next() => match happening {
+                    Some(happening) => happening,
+                    None => break,
+                },
+                changed = filters.changed(), if following => {
+                    match changed {
+                        Ok(()) => {
+                            let wanted = filters.borrow_and_update().clone();
+                            change_subscriptions(&client, &address, &held, &wanted);
+                            held = wanted;
+                        }
+                        Err(_) => following = false,
+                    }
+                    continue;
+                }
+            };
             match happening {
-                Happening::Connected { .. } if filters.is_empty() => {
+                Happening::Connected { .. } if held.is_empty() => {
                     let _ = subscribed.send(true);
                 }
                 Happening::Connected { .. } => {
                     // Queued on the request channel; sent by the next polls.
-                    if let Err(error) = client.subscribe(&filters) {
-                        tracing::error!(broker = %address, "subscribing to {filters:?}: {error}");
+                    if let Err(error) = client.subscribe(&held) {
+                        tracing::error!(broker = %address, "subscribing to {held:?}: {error}");
                     }
                 }
                 Happening::Subscribed { refused } => {
-                    for filter in refused.iter().filter_map(|&position| filters.get(position)) {
+                    for filter in refused.iter().filter_map(|&position| held.get(position)) {
                         tracing::error!(broker = %address, filter, "the broker refused the subscription");
                     }
                     let _ = subscribed.send(true);
@@ -272,6 +293,39 @@ pub fn spawn_subscriber(
         }
     });
     (egress, task)
+}
+
+/// Subscriptions that do not change, for [`spawn_subscriber`].
+pub fn fixed_filters(filters: Vec<String>) -> watch::Receiver<Vec<String>> {
+    watch::channel(filters).1
+}
+
+/// Subscribes to the filters `wanted` adds to `held` and unsubscribes from
+/// those it drops. While disconnected the requests wait in the client's
+/// queue; the next connection subscribes to the whole list anyway.
+fn change_subscriptions(client: &Client, address: &str, held: &[String], wanted: &[String]) {
+    let added: Vec<String> = wanted
+        .iter()
+        .filter(|filter| !held.contains(filter))
+        .cloned()
+        .collect();
+    let dropped: Vec<String> = held
+        .iter()
+        .filter(|filter| !wanted.contains(filter))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        tracing::info!(broker = %address, ?added, "subscribing");
+        if let Err(error) = client.subscribe(&added) {
+            tracing::error!(broker = %address, "subscribing to {added:?}: {error}");
+        }
+    }
+    if !dropped.is_empty() {
+        tracing::info!(broker = %address, ?dropped, "unsubscribing");
+        if let Err(error) = client.unsubscribe(&dropped) {
+            tracing::error!(broker = %address, "unsubscribing from {dropped:?}: {error}");
+        }
+    }
 }
 
 /// The largest MQTT packet that carries a payload of `payload_bytes`: room for

@@ -1,13 +1,16 @@
 //! A rule compiled from its configuration: the SQL statement, the optional Wasm
-//! module, and the actions with their substitution templates. Compiled once at
-//! start; nothing here is parsed per message.
+//! module, the actions with their substitution templates, and what the rule is
+//! allowed to publish. Compiled once per version; nothing here is parsed per
+//! message.
 
 use super::stats::RuleCounters;
 use crate::actions::{SinkKind, Target};
 use crate::config::{ActionSpec, ConfigError, GatewayConfig, RuleSpec};
-use crate::engine::{RuleEngine, RuleInstance};
+use crate::engine::{RuleInstance, RuleModule};
 use crate::message::{Property, QoS};
-use rulegate_sql::{MessageContext, Statement, Template};
+use rulegate_sql::{MessageContext, Statement, Template, TopicFilter};
+use serde::Serialize;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub(crate) struct CompiledRule {
@@ -15,7 +18,53 @@ pub(crate) struct CompiledRule {
     pub(crate) statement: Statement,
     pub(crate) actions: Vec<CompiledAction>,
     pub(crate) error_action: Option<CompiledAction>,
+    /// Topic filters the rule may publish to; any topic when `None`.
+    pub(crate) publish_allowed: Option<Vec<TopicFilter>>,
     pub(crate) counters: Arc<RuleCounters>,
+    pub(crate) version: RuleVersion,
+}
+
+/// Which version of a rule runs: what it was built from and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleVersion {
+    /// 1 for the version the gateway started with, one more at each change.
+    pub number: u64,
+    /// BLAKE3 of the module's bytes, in hex; `None` for a rule without one.
+    pub module_hash: Option<String>,
+    /// Where the module came from: the configured file or an uploaded copy.
+    pub module_path: Option<PathBuf>,
+    /// BLAKE3 of the rule's configuration entry, in hex.
+    pub config_hash: String,
+    /// When this version started serving, in ms since the Unix epoch.
+    pub loaded_at_ms: u64,
+}
+
+/// A rule ready to be swapped into the pipeline: compiled, and with a module,
+/// its instance already started (so a module whose `init` fails never serves).
+pub struct PreparedRule {
+    pub(crate) rule: CompiledRule,
+    pub(crate) instance: Option<RuleInstance>,
+}
+
+impl PreparedRule {
+    /// Compiles rule `index` of `config` with `module` (the rule's module, already
+    /// loaded) and starts its instance. `counters` carries a previous version's
+    /// counters over. Errors name the configuration key at fault.
+    pub fn compile(
+        config: &GatewayConfig,
+        index: usize,
+        module: Option<RuleModule>,
+        version: RuleVersion,
+        counters: Option<Arc<RuleCounters>>,
+    ) -> Result<PreparedRule, ConfigError> {
+        let (rule, instance) =
+            CompiledRule::compile(config, index, module, version, counters.unwrap_or_default())?;
+        Ok(PreparedRule { rule, instance })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.rule.name
+    }
 }
 
 /// Output attributes a rule sets to override action parameters; the others
@@ -24,12 +73,14 @@ const OVERRIDE_ATTRIBUTES: [&str; 3] = ["key", "subject", "topic"];
 
 impl CompiledRule {
     /// Compiles rule `index` of `config`; with a module, also starts the
-    /// instance that will run it, so a broken module or configuration stops the
-    /// gateway at start, not at the first message.
-    pub(crate) fn compile(
+    /// instance that will run it, so a broken module or configuration is
+    /// refused before the rule serves, not at the first message.
+    fn compile(
         config: &GatewayConfig,
         index: usize,
-        engine: &RuleEngine,
+        module: Option<RuleModule>,
+        version: RuleVersion,
+        counters: Arc<RuleCounters>,
     ) -> Result<(CompiledRule, Option<RuleInstance>), ConfigError> {
         let spec: &RuleSpec = &config.rules[index];
         let key = config.rule_key(index);
@@ -40,19 +91,22 @@ impl CompiledRule {
         };
         let statement = Statement::parse(&spec.sql)
             .map_err(|error| invalid(format!("{key}.sql"), error.to_string()))?;
-        let instance = match &spec.module {
-            None => None,
-            Some(path) => {
-                let path = config.resolve(path);
-                let module = engine
-                    .load_file(&path)
-                    .map_err(|error| invalid(format!("{key}.module"), error.to_string()))?;
-                let instance = module
-                    .instantiate(&spec.name, spec.module_config(), spec.limits)
-                    .map_err(|error| invalid(format!("{key}.module"), error.to_string()))?;
-                Some(instance)
-            }
-        };
+        let instance = module
+            .map(|module| module.instantiate(&spec.name, spec.module_config(), spec.limits))
+            .transpose()
+            .map_err(|error| invalid(format!("{key}.module"), error.to_string()))?;
+        let publish_allowed = spec
+            .capabilities
+            .publish
+            .as_ref()
+            .map(|filters| {
+                filters
+                    .iter()
+                    .map(|filter| TopicFilter::parse(filter))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|error| invalid(format!("{key}.capabilities.publish"), error.to_string()))?;
         let compile_action = |field: String, action: &ActionSpec| {
             CompiledAction::compile(config, action)
                 .map_err(|(param, problem)| invalid(format!("{field}.{param}"), problem))
@@ -79,9 +133,18 @@ impl CompiledRule {
             statement,
             actions,
             error_action,
-            counters: Arc::default(),
+            publish_allowed,
+            counters,
+            version,
         };
         Ok((rule, instance))
+    }
+
+    /// Whether the rule's capabilities let it publish to `topic`.
+    pub(crate) fn may_publish(&self, topic: &str) -> bool {
+        self.publish_allowed
+            .as_ref()
+            .is_none_or(|filters| filters.iter().any(|filter| filter.matches(topic)))
     }
 }
 

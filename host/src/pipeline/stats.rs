@@ -1,6 +1,7 @@
 //! Counters of the pipeline, per rule and for intake: updated with relaxed
 //! atomics on the hot path, read as plain snapshots by the log summary, the
-//! demo and (later) the admin API.
+//! demo and the admin API. A rule's counters outlive its versions: a reload
+//! hands them to the rule's next version.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +16,7 @@ pub struct RuleCounters {
     dropped: AtomicU64,
     errors: AtomicU64,
     busy_micros: AtomicU64,
+    latency: LatencyHistogram,
 }
 
 /// A copy of one rule's counters at one moment.
@@ -55,9 +57,16 @@ impl RuleCounters {
         self.errors.fetch_add(1, Relaxed);
     }
 
+    /// Records the time one selected message took.
     pub(crate) fn busy(&self, elapsed: Duration) {
-        self.busy_micros
-            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        let micros = elapsed.as_micros() as u64;
+        self.busy_micros.fetch_add(micros, Relaxed);
+        self.latency.record(micros);
+    }
+
+    /// How long each selected message took.
+    pub fn latency(&self) -> LatencySnapshot {
+        self.latency.snapshot()
     }
 
     pub fn snapshot(&self) -> RuleStats {
@@ -110,5 +119,101 @@ impl IntakeCounters {
             oversized: self.oversized.load(Relaxed),
             not_json: self.not_json.load(Relaxed),
         }
+    }
+}
+
+/// Upper bounds of the latency buckets, in µs; a last bucket takes the rest.
+/// Roughly 1-2.5-5 per decade, as Prometheus histograms usually are.
+pub const LATENCY_BOUNDS_MICROS: [u64; 19] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+    250_000, 1_000_000, 5_000_000,
+];
+
+/// A histogram of processing times with fixed buckets: one relaxed increment
+/// per message, no lock, and the same buckets for `/metrics` and percentiles.
+#[derive(Debug, Default)]
+struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_MICROS.len() + 1],
+}
+
+impl LatencyHistogram {
+    fn record(&self, micros: u64) {
+        let bucket = LATENCY_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            counts: self.buckets.each_ref().map(|count| count.load(Relaxed)),
+        }
+    }
+}
+
+/// Bucket counts of a [`LatencyHistogram`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Messages per bucket: `counts[i]` took at most `LATENCY_BOUNDS_MICROS[i]`
+    /// µs (and more than the bound before); the last took longer than all bounds.
+    pub counts: [u64; LATENCY_BOUNDS_MICROS.len() + 1],
+}
+
+impl LatencySnapshot {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket that holds quantile `q` (0 < q ≤ 1), in
+    /// µs: an estimate no lower than the true value. `None` without samples,
+    /// `Some(u64::MAX)` when it lies beyond the last bound.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (position, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(
+                    LATENCY_BOUNDS_MICROS
+                        .get(position)
+                        .copied()
+                        .unwrap_or(u64::MAX),
+                );
+            }
+        }
+        Some(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_the_upper_bounds_of_their_buckets() {
+        let histogram = LatencyHistogram::default();
+        assert_eq!(histogram.snapshot().quantile_upper_bound(0.5), None);
+        for _ in 0..98 {
+            histogram.record(7);
+        }
+        histogram.record(300);
+        histogram.record(9_000_000);
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.total(), 100);
+        assert_eq!(snapshot.quantile_upper_bound(0.5), Some(10));
+        assert_eq!(snapshot.quantile_upper_bound(0.99), Some(500));
+        assert_eq!(snapshot.quantile_upper_bound(1.0), Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_sample_on_a_bound_counts_in_that_bound_s_bucket() {
+        let histogram = LatencyHistogram::default();
+        histogram.record(5);
+        histogram.record(0);
+        let counts = histogram.snapshot().counts;
+        assert_eq!(counts[0], 1, "0 µs is within the first bound");
+        assert_eq!(counts[2], 1, "5 µs belongs to the `le 5` bucket");
     }
 }
