@@ -11,6 +11,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod deploy;
 pub mod device_sim;
 pub mod engine;
 pub mod gateway;

@@ -3,17 +3,20 @@
 use clap::{Args, Parser, Subcommand};
 use rulegate::config::GatewayConfig;
 use rulegate::demo::{self, DemoOptions};
+use rulegate::deploy;
 use rulegate::device_sim::{Device, DeviceOptions};
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
 use rulegate::gateway::Gateway;
 use rulegate::loadgen::{self, BrokerKind, LoadOptions};
 use rulegate::message::Message;
 use rulegate::mqtt::{BrokerEndpoint, MqttVersion};
+use rulegate::ruleset::Trigger;
 use rulegate::simulate::{self, SimulatorOptions};
 use rulegate_sql::{MessageContext, Payload, Statement};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -34,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway with a configuration file until SIGINT or SIGTERM.
+    /// Run the gateway with a configuration file until SIGINT or SIGTERM;
+    /// SIGHUP reloads the rules.
     Run {
         /// The gateway configuration (TOML); see gateway-config/.
         #[arg(long, short)]
@@ -99,6 +103,21 @@ enum Command {
         /// Where the report goes.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
+    },
+    /// Upload a rule's module to a running gateway (its admin API), which
+    /// checks it, keeps it across restarts and hot-loads it.
+    Deploy {
+        /// The gateway's admin API, e.g. `http://raspberrypi.local:9180`.
+        #[arg(long)]
+        gateway: String,
+        /// The admin API's bearer token.
+        #[arg(long, env = "RULEGATE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The rule whose module this is.
+        #[arg(long)]
+        rule: String,
+        /// The rule's `.wasm` component.
+        module: PathBuf,
     },
     /// Check and try out rule modules.
     #[command(subcommand)]
@@ -283,7 +302,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let config = GatewayConfig::load(&config)?;
             let gateway = Gateway::start(config, None).await?;
+            let rules = gateway.rules().clone();
+            let mut hangups = signal(SignalKind::hangup())?;
+            let reloads = tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    // The outcome is logged and recorded by the rule set.
+                    let _ = rules.reload(Trigger::Signal).await;
+                }
+            });
             shutdown_signal().await?;
+            reloads.abort();
             tracing::info!("shutting down: draining in-flight messages");
             gateway.shutdown().await?;
         }
@@ -357,6 +385,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", report.markdown());
             println!("\nwritten to {}", report.write(&out)?.display());
         }
+        Command::Deploy {
+            gateway,
+            token,
+            rule,
+            module,
+        } => {
+            let deployed = deploy::deploy(&gateway, &token, &rule, &module).await?;
+            println!(
+                "{}: version {} serving (module blake3 {})",
+                deployed.rule, deployed.version, deployed.module_hash
+            );
+        }
         Command::Sql(SqlCommand::Eval {
             sql,
             topic,
@@ -411,7 +451,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
 async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         interrupted = tokio::signal::ctrl_c() => interrupted?,
         _ = terminate.recv() => {}

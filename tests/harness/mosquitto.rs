@@ -35,9 +35,12 @@ impl Mosquitto {
         let directory = tempfile::tempdir().expect("creating a directory for mosquitto");
         let port = free_port();
         // TCP_NODELAY, as a latency-minded deployment sets it: with Nagle's
-        // algorithm every request/answer exchange waits out a delayed ACK.
+        // algorithm every request/answer exchange waits out a delayed ACK. No
+        // cap on a client's queue: by default Mosquitto drops QoS 1 messages
+        // beyond 1,000 waiting for a subscriber (the gateway, when it applies
+        // backpressure), and a gateway's broker should hold them instead.
         let mut config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence {persistence}\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 0\npersistence {persistence}\n"
         );
         if persistence {
             // Started as root, mosquitto would switch to its own user, which
