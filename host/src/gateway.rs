@@ -49,6 +49,7 @@ impl Gateway {
         config: GatewayConfig,
         aws: Option<aws_config::SdkConfig>,
     ) -> anyhow::Result<Gateway> {
+        let starting = std::time::Instant::now();
         let engine = Arc::new(RuleEngine::new(engine_options(&config))?);
         let max_payload = config.gateway.max_payload_bytes;
         if config.broker.embedded {
@@ -139,6 +140,10 @@ impl Gateway {
                 Arc::downgrade(&sinks),
             ))
         });
+        tracing::info!(
+            elapsed_ms = starting.elapsed().as_millis() as u64,
+            "gateway ready"
+        );
         Ok(Gateway {
             summary,
             stop_intake,

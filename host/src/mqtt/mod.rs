@@ -20,6 +20,7 @@ use bytes::Bytes;
 use connection::{Client, EventLoop, Happening};
 use rulegate_sql::MqttProperties;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -246,7 +247,7 @@ pub fn spawn_subscriber(
         max_packet,
     };
     let task = tokio::spawn(async move {
-        let mut held: Vec<String> = filters.borrow_and_update().clone();
+        let mut subscriptions = Subscriptions::new(filters.borrow_and_update().clone(), address);
         // A fixed list's sender is gone from the start: nothing to follow.
         let mut following = true;
         loop {
@@ -259,8 +260,7 @@ pub fn spawn_subscriber(
                     match changed {
                         Ok(()) => {
                             let wanted = filters.borrow_and_update().clone();
-                            change_subscriptions(&client, &address, &held, &wanted);
-                            held = wanted;
+                            subscriptions.change(&client, wanted);
                         }
                         Err(_) => following = false,
                     }
@@ -268,20 +268,17 @@ pub fn spawn_subscriber(
                 }
             };
             match happening {
-                Happening::Connected { .. } if held.is_empty() => {
-                    let _ = subscribed.send(true);
-                }
                 Happening::Connected { .. } => {
-                    // Queued on the request channel; sent by the next polls.
-                    if let Err(error) = client.subscribe(&held) {
-                        tracing::error!(broker = %address, "subscribing to {held:?}: {error}");
+                    subscriptions.renew(&client);
+                    if subscriptions.settled() {
+                        let _ = subscribed.send(true);
                     }
                 }
                 Happening::Subscribed { refused } => {
-                    for filter in refused.iter().filter_map(|&position| held.get(position)) {
-                        tracing::error!(broker = %address, filter, "the broker refused the subscription");
+                    subscriptions.acknowledged(&client, &refused);
+                    if subscriptions.settled() {
+                        let _ = subscribed.send(true);
                     }
-                    let _ = subscribed.send(true);
                 }
                 Happening::Message(message) => {
                     if inbound.send(message).await.is_err() {
@@ -300,30 +297,100 @@ pub fn fixed_filters(filters: Vec<String>) -> watch::Receiver<Vec<String>> {
     watch::channel(filters).1
 }
 
-/// Subscribes to the filters `wanted` adds to `held` and unsubscribes from
-/// those it drops. While disconnected the requests wait in the client's
-/// queue; the next connection subscribes to the whole list anyway.
-fn change_subscriptions(client: &Client, address: &str, held: &[String], wanted: &[String]) {
-    let added: Vec<String> = wanted
-        .iter()
-        .filter(|filter| !held.contains(filter))
-        .cloned()
-        .collect();
-    let dropped: Vec<String> = held
-        .iter()
-        .filter(|filter| !wanted.contains(filter))
-        .cloned()
-        .collect();
-    if !added.is_empty() {
-        tracing::info!(broker = %address, ?added, "subscribing");
-        if let Err(error) = client.subscribe(&added) {
-            tracing::error!(broker = %address, "subscribing to {added:?}: {error}");
+/// Filters per SUBSCRIBE packet: brokers cap a packet's size and its filters
+/// (AWS IoT Core takes 8), and a gateway may hold thousands.
+const FILTERS_PER_SUBSCRIBE: usize = 8;
+/// SUBSCRIBE packets sent ahead of their acknowledgements.
+const SUBSCRIBES_IN_FLIGHT: usize = 16;
+
+/// The subscriptions of one connection: the filters it should hold, and the
+/// SUBSCRIBE packets still to send or to be acknowledged.
+struct Subscriptions {
+    held: Vec<String>,
+    to_send: VecDeque<Vec<String>>,
+    awaiting: VecDeque<Vec<String>>,
+    /// The broker, for logs.
+    address: String,
+}
+
+impl Subscriptions {
+    fn new(held: Vec<String>, address: String) -> Self {
+        Subscriptions {
+            held,
+            to_send: VecDeque::new(),
+            awaiting: VecDeque::new(),
+            address,
         }
     }
-    if !dropped.is_empty() {
-        tracing::info!(broker = %address, ?dropped, "unsubscribing");
-        if let Err(error) = client.unsubscribe(&dropped) {
-            tracing::error!(broker = %address, "unsubscribing from {dropped:?}: {error}");
+
+    /// After a (re)connection: subscribe to every filter again.
+    fn renew(&mut self, client: &Client) {
+        self.awaiting.clear();
+        self.to_send = self
+            .held
+            .chunks(FILTERS_PER_SUBSCRIBE)
+            .map(<[String]>::to_vec)
+            .collect();
+        self.send(client);
+    }
+
+    /// Subscribes to what `wanted` adds and unsubscribes from what it drops.
+    /// While disconnected the requests wait in the client's queue; the next
+    /// connection renews the whole list anyway.
+    fn change(&mut self, client: &Client, wanted: Vec<String>) {
+        let added: Vec<String> = wanted
+            .iter()
+            .filter(|filter| !self.held.contains(filter))
+            .cloned()
+            .collect();
+        let dropped: Vec<String> = self
+            .held
+            .iter()
+            .filter(|filter| !wanted.contains(filter))
+            .cloned()
+            .collect();
+        let address = &self.address;
+        if !added.is_empty() {
+            tracing::info!(broker = %address, ?added, "subscribing");
+            self.to_send
+                .extend(added.chunks(FILTERS_PER_SUBSCRIBE).map(<[String]>::to_vec));
+        }
+        if !dropped.is_empty() {
+            tracing::info!(broker = %address, ?dropped, "unsubscribing");
+            if let Err(error) = client.unsubscribe(&dropped) {
+                tracing::error!(broker = %address, "unsubscribing from {dropped:?}: {error}");
+            }
+        }
+        self.held = wanted;
+        self.send(client);
+    }
+
+    /// A SUBACK for the oldest SUBSCRIBE under way; `refused` are positions in it.
+    fn acknowledged(&mut self, client: &Client, refused: &[usize]) {
+        if let Some(chunk) = self.awaiting.pop_front() {
+            for filter in refused.iter().filter_map(|&position| chunk.get(position)) {
+                tracing::error!(broker = %self.address, filter, "the broker refused the subscription");
+            }
+        }
+        self.send(client);
+    }
+
+    /// Whether every filter has been acknowledged (or refused).
+    fn settled(&self) -> bool {
+        self.to_send.is_empty() && self.awaiting.is_empty()
+    }
+
+    fn send(&mut self, client: &Client) {
+        while self.awaiting.len() < SUBSCRIBES_IN_FLIGHT {
+            let Some(chunk) = self.to_send.pop_front() else {
+                return;
+            };
+            // Queued on the request channel; sent by the next polls.
+            if let Err(error) = client.subscribe(&chunk) {
+                tracing::error!(broker = %self.address, "subscribing to {chunk:?}: {error}");
+                continue;
+            }
+            self.awaiting.push_back(chunk);
         }
     }
 }

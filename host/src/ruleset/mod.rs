@@ -291,10 +291,13 @@ impl RuleSet {
 
     /// Logs and records a refused change; returns its error.
     fn refuse(&self, trigger: Trigger, error: ChangeError) -> ChangeError {
-        tracing::error!(
-            ?trigger,
-            "rule change refused; the running rules keep serving: {error}"
-        );
+        // At start the error goes back to the caller, which stops the gateway.
+        if trigger != Trigger::Start {
+            tracing::error!(
+                ?trigger,
+                "rule change refused; the running rules keep serving: {error}"
+            );
+        }
         let record = ChangeRecord {
             at_ms: unix_time_ms(),
             trigger,
