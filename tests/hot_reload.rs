@@ -11,38 +11,19 @@ mod harness;
 
 use harness::mosquitto::Mosquitto;
 use harness::recorder::Recorder;
-use harness::rule_module;
+use harness::{replace_file, rule_module, versioned_module};
 use rulegate::config::GatewayConfig;
 use rulegate::gateway::Gateway;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
-const LABEL: &[u8] = b"version:00000000";
-
-/// The `versioned` fixture with its label set to `version`.
-fn versioned_module(version: u32) -> Vec<u8> {
-    let mut bytes = fs::read(rule_module("versioned")).expect("reading the versioned fixture");
-    let at = bytes
-        .windows(LABEL.len())
-        .position(|window| window == LABEL)
-        .expect("the label sits in the module's data");
-    bytes[at..at + LABEL.len()].copy_from_slice(format!("version:{version:08}").as_bytes());
-    bytes
-}
-
-/// Writes `bytes` over `path` as deploy tools do: beside it, then renamed.
-fn replace_file(path: &Path, bytes: &[u8]) {
-    let temporary = path.with_extension("partial");
-    fs::write(&temporary, bytes).unwrap();
-    fs::rename(&temporary, path).unwrap();
-}
 
 /// An output of the fixture: which version produced it, for which sequence number.
 fn version_and_sequence(payload: &[u8]) -> (u32, u64) {
@@ -67,6 +48,15 @@ impl Site {
         let site = Site { dir };
         site.write_config(mosquitto, gateway, rules);
         site
+    }
+
+    /// A site whose one rule, `versioned`, runs the fixture's version 0.
+    fn with_versioned_rule(mosquitto: &Mosquitto, gateway: &str) -> Site {
+        Site::new(
+            mosquitto,
+            gateway,
+            &versioned_rule("versioned", "versioned.wasm"),
+        )
     }
 
     fn write_config(&self, mosquitto: &Mosquitto, gateway: &str, rules: &str) {
@@ -186,11 +176,7 @@ async fn module_swapped_20_times_under_a_steady_stream_processes_each_message_ex
     /// Messages each version serves at least before the next swap is written.
     const SHARE: u64 = MIN_MESSAGES / (SWAPS as u64 + 1) + 1;
     let mosquitto = Mosquitto::start();
-    let site = Site::new(
-        &mosquitto,
-        "",
-        &versioned_rule("versioned", "versioned.wasm"),
-    );
+    let site = Site::with_versioned_rule(&mosquitto, "");
     let gateway = Gateway::start(site.config(), None).await.unwrap();
     let mut outputs = Recorder::subscribe(mosquitto.port(), "versioned/out").await;
 
@@ -390,11 +376,7 @@ async fn version_serving(publisher: &mut Publisher, outputs: &mut Recorder) -> u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_needs_its_token_and_reports_versions_counters_and_metrics() {
     let mosquitto = Mosquitto::start();
-    let site = Site::new(
-        &mosquitto,
-        "",
-        &versioned_rule("versioned", "versioned.wasm"),
-    );
+    let site = Site::with_versioned_rule(&mosquitto, "");
     let gateway = Gateway::start(site.config(), None).await.unwrap();
     let admin = Admin::of(&gateway);
 
@@ -471,11 +453,7 @@ async fn admin_api_needs_its_token_and_reports_versions_counters_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployed_module_is_hot_loaded_kept_across_a_restart_and_a_broken_one_refused() {
     let mosquitto = Mosquitto::start();
-    let site = Site::new(
-        &mosquitto,
-        "",
-        &versioned_rule("versioned", "versioned.wasm"),
-    );
+    let site = Site::with_versioned_rule(&mosquitto, "");
     let gateway = Gateway::start(site.config(), None).await.unwrap();
     let admin = Admin::of(&gateway);
     let mut outputs = Recorder::subscribe(mosquitto.port(), "versioned/out").await;
@@ -640,11 +618,7 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_makes_a_running_gateway_process_reload_its_rules() {
     let mosquitto = Mosquitto::start();
-    let site = Site::new(
-        &mosquitto,
-        "watch = false",
-        &versioned_rule("versioned", "versioned.wasm"),
-    );
+    let site = Site::with_versioned_rule(&mosquitto, "watch = false");
     let mut outputs = Recorder::subscribe(mosquitto.port(), "versioned/out").await;
     let mut publisher = Publisher::connect(&mosquitto, "versioned/in").await;
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))

@@ -10,24 +10,11 @@ mod harness;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use harness::mosquitto::Mosquitto;
+use harness::{replace_file, versioned_module};
 use rulegate::config::GatewayConfig;
 use rulegate::gateway::Gateway;
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-const LABEL: &[u8] = b"version:00000000";
-
-/// The `versioned` fixture with its label set to `version`: same code, new bytes.
-fn versioned_module(fixture: &[u8], version: u32) -> Vec<u8> {
-    let mut bytes = fixture.to_vec();
-    let at = bytes
-        .windows(LABEL.len())
-        .position(|window| window == LABEL)
-        .expect("the label sits in the module's data");
-    bytes[at..at + LABEL.len()].copy_from_slice(format!("version:{version:08}").as_bytes());
-    bytes
-}
 
 /// Waits until the rule runs the module with these bytes.
 async fn serving(gateway: &Gateway, bytes: &[u8]) {
@@ -37,19 +24,12 @@ async fn serving(gateway: &Gateway, bytes: &[u8]) {
     }
 }
 
-fn replace_file(path: &Path, bytes: &[u8]) {
-    let temporary = path.with_extension("partial");
-    fs::write(&temporary, bytes).expect("writing the module");
-    fs::rename(&temporary, path).expect("renaming the module into place");
-}
-
 fn reload(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let mosquitto = Mosquitto::start();
     let dir = tempfile::tempdir().expect("a directory for the gateway");
-    let fixture = fs::read(harness::rule_module("versioned")).expect("the versioned fixture");
     let module = dir.path().join("versioned.wasm");
-    fs::write(&module, versioned_module(&fixture, 0)).expect("writing the module");
+    fs::write(&module, versioned_module(0)).expect("writing the module");
     let config = dir.path().join("gateway.toml");
     let text = format!(
         "[gateway]\nstate_dir = \"state\"\ncache_dir = \"cache\"\nstats_interval_secs = 0\n\
@@ -71,7 +51,7 @@ fn reload(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     // Labels from here on are new to the artifact cache; 1 and 2 get cached now.
     let mut fresh = 10;
-    let cached = [versioned_module(&fixture, 1), versioned_module(&fixture, 2)];
+    let cached = [versioned_module(1), versioned_module(2)];
     for bytes in &cached {
         replace_file(&module, bytes);
         runtime.block_on(serving(&gateway, bytes));
@@ -83,7 +63,7 @@ fn reload(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
                 fresh += 1;
-                let bytes = versioned_module(&fixture, fresh);
+                let bytes = versioned_module(fresh);
                 let started = Instant::now();
                 replace_file(&module, &bytes);
                 runtime.block_on(serving(&gateway, &bytes));
@@ -120,7 +100,7 @@ fn reload(c: &mut Criterion) {
             (0..iterations)
                 .map(|_| {
                     fresh += 1;
-                    upload(versioned_module(&fixture, fresh))
+                    upload(versioned_module(fresh))
                 })
                 .sum()
         })

@@ -47,3 +47,26 @@ fn build_rules() -> PathBuf {
     );
     target_dir.join("wasm32-wasip2/release")
 }
+
+/// What the `versioned` fixture writes before each payload, as built.
+pub const VERSION_LABEL: &[u8] = b"version:00000000";
+
+/// The `versioned` fixture with its label set to `version`: the same code in
+/// new bytes, whose outputs tell which version made them.
+pub fn versioned_module(version: u32) -> Vec<u8> {
+    let mut bytes = std::fs::read(rule_module("versioned")).expect("reading the versioned fixture");
+    let at = bytes
+        .windows(VERSION_LABEL.len())
+        .position(|window| window == VERSION_LABEL)
+        .expect("the label sits in the module's data");
+    let label = format!("version:{version:08}");
+    bytes[at..at + VERSION_LABEL.len()].copy_from_slice(label.as_bytes());
+    bytes
+}
+
+/// Writes `bytes` over `path` as deploy tools do: beside it, then renamed.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let temporary = path.with_extension("partial");
+    std::fs::write(&temporary, bytes).expect("writing beside the file");
+    std::fs::rename(&temporary, path).expect("renaming over the file");
+}
