@@ -124,7 +124,8 @@ impl RuleEngine {
             .with_context(|| format!("target `{}`", target.triple()))?;
         let cross_engine = Engine::new(&config).with_context(|| {
             format!(
-                "setting up a compiler for `{}` (this rulegate compiles for x86_64 and aarch64)",
+                "setting up a compiler for `{}` (a build on x86_64 compiles for x86_64 \
+                 and aarch64, one on aarch64 for aarch64)",
                 target.triple()
             )
         })?;
