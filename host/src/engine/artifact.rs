@@ -157,6 +157,14 @@ mod tests {
         config
     }
 
+    /// Why the gateway's kind of engine refuses what an engine of `config` sealed.
+    fn refusal_of(config: &Config) -> LoadError {
+        let sealed = sealed_by(config);
+        open_with_defaults(&sealed)
+            .err()
+            .expect("the artifact must be refused")
+    }
+
     #[test]
     fn opens_what_an_engine_of_the_same_settings_sealed() {
         open_with_defaults(&sealed_by(&config_with_epochs())).unwrap();
@@ -168,7 +176,7 @@ mod tests {
         config
             .module_version(ModuleVersionStrategy::Custom("0.0.1".into()))
             .unwrap();
-        let error = open_with_defaults(&sealed_by(&config)).err().unwrap();
+        let error = refusal_of(&config);
         assert!(
             matches!(error, LoadError::ArtifactVersion { .. }),
             "{error}"
@@ -178,9 +186,7 @@ mod tests {
 
     #[test]
     fn refuses_an_artifact_compiled_without_epoch_interruption() {
-        let error = open_with_defaults(&sealed_by(&Config::new()))
-            .err()
-            .unwrap();
+        let error = refusal_of(&Config::new());
         assert!(
             matches!(error, LoadError::ArtifactSettings { .. }),
             "{error}"
@@ -199,7 +205,7 @@ mod tests {
         config
             .target(&format!("{other}-unknown-linux-gnu"))
             .unwrap();
-        let error = open_with_defaults(&sealed_by(&config)).err().unwrap();
+        let error = refusal_of(&config);
         assert!(matches!(error, LoadError::ArtifactTarget { .. }), "{error}");
     }
 
