@@ -160,9 +160,7 @@ mod tests {
     /// Why the gateway's kind of engine refuses what an engine of `config` sealed.
     fn refusal_of(config: &Config) -> LoadError {
         let sealed = sealed_by(config);
-        open_with_defaults(&sealed)
-            .err()
-            .expect("the artifact must be refused")
+        open_with_defaults(&sealed).expect_err("the artifact must be refused")
     }
 
     #[test]
@@ -221,7 +219,7 @@ mod tests {
             ("unsealed", unsealed),
             ("bare magic", ELF_MAGIC),
         ] {
-            let error = open_with_defaults(bytes).err().unwrap();
+            let error = open_with_defaults(bytes).expect_err(case);
             assert!(
                 matches!(error, LoadError::ArtifactDamaged { .. }),
                 "{case}: {error}"
