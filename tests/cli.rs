@@ -1,11 +1,13 @@
 //! The `rulegate` command line as users and scripts call it: `rule check`,
-//! `rule test` (over real built modules), the `sql eval` contract that
-//! external conformance checks rely on, and the `bench` load generator.
+//! `rule test` (over real built modules), `rule compile` and the precompiled
+//! artifacts it writes, the `sql eval` contract that external conformance checks
+//! rely on, and the `bench` load generator.
 
 mod harness;
 
 use harness::rule_module;
 use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn rulegate(args: &[&str]) -> std::process::Output {
@@ -31,10 +33,9 @@ fn cli_rule_check_accepts_a_rule_and_names_a_bad_file() {
     );
 }
 
-#[test]
-fn cli_rule_test_prints_each_output_as_a_json_line() {
-    let module = rule_module("humidity-alert");
-    let run = rulegate(&[
+/// `rule test` of the humidity alert on a dry reading, plus `extra` arguments.
+fn humidity_alert_test(module: &Path, extra: &[&str]) -> std::process::Output {
+    let args = [
         "rule",
         "test",
         module.to_str().unwrap(),
@@ -45,7 +46,13 @@ fn cli_rule_test_prints_each_output_as_a_json_line() {
         "--config",
         "threshold=35",
         "--no-cache",
-    ]);
+    ];
+    rulegate(&[&args[..], extra].concat())
+}
+
+#[test]
+fn cli_rule_test_prints_each_output_as_a_json_line() {
+    let run = humidity_alert_test(&rule_module("humidity-alert"), &[]);
     assert!(run.status.success(), "{run:?}");
     let stdout = String::from_utf8(run.stdout).unwrap();
     let lines: Vec<Value> = stdout
@@ -59,6 +66,106 @@ fn cli_rule_test_prints_each_output_as_a_json_line() {
             "payload": "Humidity 32 under threshold for device name soilSensor2",
             "attributes": {"subject": "Attention:Humidity Under Threshold"},
         })]
+    );
+}
+
+/// `rule compile` of rule crate `name` into `dir`, with `extra` arguments.
+fn compile_rule(name: &str, dir: &Path, extra: &[&str]) -> (PathBuf, std::process::Output) {
+    let module = rule_module(name);
+    let out = dir.join(format!("{name}.cwasm"));
+    let args = [
+        "rule",
+        "compile",
+        module.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = rulegate(&[&args[..], extra].concat());
+    (out, run)
+}
+
+/// The architecture that is not this machine's, of the two rulegate builds for.
+fn other_architecture() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    }
+}
+
+#[test]
+fn cli_rule_test_of_a_precompiled_rule_prints_what_the_wasm_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (artifact, compiled) = compile_rule("humidity-alert", dir.path(), &[]);
+    assert!(compiled.status.success(), "{compiled:?}");
+    let from_wasm = humidity_alert_test(&rule_module("humidity-alert"), &[]);
+    // Another memory limit sizes the pool differently; the code does not change.
+    let from_artifact = humidity_alert_test(&artifact, &["--memory-limit", "67108864"]);
+    assert!(from_artifact.status.success(), "{from_artifact:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&from_artifact.stdout),
+        String::from_utf8_lossy(&from_wasm.stdout)
+    );
+    assert!(!from_wasm.stdout.is_empty());
+
+    let checked = rulegate(&["rule", "check", artifact.to_str().unwrap()]);
+    assert!(checked.status.success(), "{checked:?}");
+}
+
+#[test]
+fn cli_refuses_an_artifact_compiled_for_the_other_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = other_architecture();
+    let (artifact, compiled) = compile_rule("humidity-alert", dir.path(), &["--target", other]);
+    assert!(compiled.status.success(), "{compiled:?}");
+    let refused = humidity_alert_test(&artifact, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let host = std::env::consts::ARCH;
+    assert!(
+        stderr.contains(&format!(
+            "was precompiled for {other} but this gateway runs on {host}: \
+             recompile it with `rulegate rule compile --target {host}`"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cli_refuses_truncated_and_corrupted_artifacts_with_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (artifact, compiled) = compile_rule("humidity-alert", dir.path(), &[]);
+    assert!(compiled.status.success(), "{compiled:?}");
+    let sound = std::fs::read(&artifact).unwrap();
+    let mut corrupted = sound.clone();
+    // In the middle of the code: only the digest can tell.
+    corrupted[sound.len() / 2] ^= 0x01;
+    for (case, bytes) in [
+        ("truncated", &sound[..sound.len() * 2 / 3]),
+        ("corrupted", &corrupted[..]),
+    ] {
+        let path = dir.path().join(format!("{case}.cwasm"));
+        std::fs::write(&path, bytes).unwrap();
+        let refused = humidity_alert_test(&path, &[]);
+        assert_eq!(refused.status.code(), Some(1), "{case}: {refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!("{case}.cwasm is a damaged precompiled artifact")),
+            "{case}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn cli_rule_compile_refuses_a_module_that_is_not_a_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (artifact, refused) = compile_rule("wrong-world", dir.path(), &["--target", "aarch64"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("rulegate:rule@0.1.0"), "{stderr}");
+    assert!(
+        !artifact.exists(),
+        "no artifact for a module that is not a rule"
     );
 }
 

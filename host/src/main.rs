@@ -5,6 +5,8 @@ use rulegate::config::GatewayConfig;
 use rulegate::demo::{self, DemoOptions};
 use rulegate::deploy;
 use rulegate::device_sim::{Device, DeviceOptions};
+#[cfg(feature = "compiler")]
+use rulegate::engine::CompileTarget;
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
 use rulegate::gateway::Gateway;
 use rulegate::loadgen::{self, BrokerKind, LoadOptions};
@@ -172,14 +174,14 @@ impl SimulatorArgs {
 enum RuleCommand {
     /// Validate a rule module against the rulegate:rule world.
     Check {
-        /// The rule's `.wasm` component.
+        /// The rule's `.wasm` component, or a `.cwasm` from `rule compile`.
         module: PathBuf,
         #[command(flatten)]
         cache: CacheArgs,
     },
     /// Run a rule once on one message and print each output as a JSON line.
     Test {
-        /// The rule's `.wasm` component.
+        /// The rule's `.wasm` component, or a `.cwasm` from `rule compile`.
         module: PathBuf,
         /// The topic the message arrived on.
         #[arg(long)]
@@ -197,6 +199,22 @@ enum RuleCommand {
         limits: LimitArgs,
         #[command(flatten)]
         cache: CacheArgs,
+    },
+    /// Precompile a rule to native code for a gateway on this or another machine,
+    /// which then loads it without compiling (a runtime-only build can load
+    /// nothing else). The artifact is machine code that runs as it is: load only
+    /// artifacts you built or trust.
+    #[cfg(feature = "compiler")]
+    Compile {
+        /// The rule's `.wasm` component.
+        module: PathBuf,
+        /// `aarch64` (Raspberry Pi OS 64-bit), `x86_64`, or a full target triple
+        /// [default: this machine's architecture]
+        #[arg(long)]
+        target: Option<CompileTarget>,
+        /// Where the artifact goes [default: the module's path with `.cwasm`]
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -445,8 +463,41 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", output.to_json());
             }
         }
+        #[cfg(feature = "compiler")]
+        Command::Rule(RuleCommand::Compile {
+            module,
+            target,
+            out,
+        }) => rule_compile(&module, target.unwrap_or_else(CompileTarget::host), out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rule compile`: precompiles `module` for `target` and writes the artifact.
+#[cfg(feature = "compiler")]
+fn rule_compile(
+    module: &std::path::Path,
+    target: CompileTarget,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let out = out.unwrap_or_else(|| module.with_extension("cwasm"));
+    let bytes = std::fs::read(module)
+        .with_context(|| format!("reading rule module {}", module.display()))?;
+    let engine = RuleEngine::new(EngineOptions {
+        max_instances: 1,
+        ..EngineOptions::default()
+    })?;
+    let artifact = engine.precompile(module, &bytes, &target)?;
+    std::fs::write(&out, &artifact)
+        .with_context(|| format!("writing the precompiled rule to {}", out.display()))?;
+    println!(
+        "{}: {} bytes of native code for {}",
+        out.display(),
+        artifact.len(),
+        target.triple()
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).

@@ -23,6 +23,41 @@ pub enum LoadError {
     Invalid { path: PathBuf, reason: String },
     #[error("{path} does not implement the rulegate:rule@0.1.0 world: {reason}")]
     WrongWorld { path: PathBuf, reason: String },
+    #[error(
+        "{path} is a WebAssembly module, but this rulegate was built without the compiler \
+         (runtime only): precompile it with `rulegate rule compile --target {host} {path}` \
+         on a full build and load the .cwasm it writes"
+    )]
+    NeedsCompiler { path: PathBuf, host: String },
+    #[error(
+        "{path} is a damaged precompiled artifact ({problem}): compile it again with `rulegate rule compile`"
+    )]
+    ArtifactDamaged { path: PathBuf, problem: String },
+    #[error(
+        "{path} is a precompiled core module, not a rule component: precompile the rule's \
+         component .wasm with `rulegate rule compile`"
+    )]
+    ArtifactNotComponent { path: PathBuf },
+    #[error(
+        "{path} was precompiled for {built_for} but this gateway runs on {host}: recompile it \
+         with `rulegate rule compile --target {host}`"
+    )]
+    ArtifactTarget {
+        path: PathBuf,
+        built_for: String,
+        host: String,
+    },
+    #[error(
+        "{path} was precompiled by another version of rulegate or wasmtime ({reason}): recompile \
+         it with `rulegate rule compile` of this rulegate, version {}",
+        env!("CARGO_PKG_VERSION")
+    )]
+    ArtifactVersion { path: PathBuf, reason: String },
+    #[error(
+        "{path} was precompiled with engine settings this gateway does not use ({reason}): \
+         recompile it with `rulegate rule compile` of this rulegate"
+    )]
+    ArtifactSettings { path: PathBuf, reason: String },
     #[error("rule `{rule}` ({path}) failed to start: {reason}")]
     Init {
         rule: String,

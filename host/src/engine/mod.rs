@@ -6,30 +6,43 @@
 //! message. The split follows wasmtime's: one [`RuleEngine`] (compiler, linker,
 //! epoch clock), a [`RuleModule`] per compiled component, a [`RuleInstance`] per
 //! worker with its own store.
+//!
+//! A module is a component `.wasm`, compiled with Cranelift (the `compiler`
+//! feature), or a precompiled `.cwasm` from [`RuleEngine::precompile`], which is
+//! native code that a runtime-only build loads as it is: it must come from a
+//! trusted source (see `artifact.rs`).
 
+mod artifact;
+#[cfg(feature = "compiler")]
 mod artifact_cache;
 mod bindings;
+#[cfg_attr(feature = "compiler", path = "compiler.rs")]
+#[cfg_attr(not(feature = "compiler"), path = "without_compiler.rs")]
+mod compiler;
 mod error;
 mod host_api;
 mod instance;
 mod limits;
 mod pool;
+mod settings;
 
+#[cfg(feature = "compiler")]
+pub use compiler::CompileTarget;
 pub use error::{LoadError, RunError, RunErrorKind};
 pub use host_api::{RuleConfig, unix_time_ms};
 pub use instance::RuleInstance;
 pub use limits::RuleLimits;
 
-use artifact_cache::ArtifactCache;
 use bindings::RulePre;
+use compiler::Compiler;
 use host_api::RuleState;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
 
 /// How often the epoch clock ticks: the granularity of rule time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -38,6 +51,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Directory for precompiled modules; `None` compiles every load afresh.
+    /// A runtime-only build compiles nothing and has no cache.
     pub cache_dir: Option<PathBuf>,
     /// How many rule instances may exist at once. Instances come from a pool
     /// of this many slots, reserved when the engine starts; one more fails to
@@ -72,38 +86,33 @@ impl EngineOptions {
 pub struct RuleEngine {
     engine: Engine,
     linker: Linker<RuleState>,
-    cache: Option<ArtifactCache>,
+    compiler: Compiler,
     clock: Arc<EpochClock>,
-    max_memory_bytes: usize,
+    /// What the engine was made with; `precompile` makes code with the same.
+    options: EngineOptions,
 }
 
 impl RuleEngine {
     pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        // Epoch interruption bounds a rule's time at a lower cost per call than fuel.
-        config.epoch_interruption(true);
-        pool::configure(&mut config, &options);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&settings::wasmtime_config(&options))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Rule::add_to_linker::<RuleState, HasSelf<RuleState>>(&mut linker, |state| state)?;
 
-        let cache = options
-            .cache_dir
-            .map(|dir| ArtifactCache::new(dir, &engine));
+        let compiler = Compiler::new(&options, &engine);
         let clock = Arc::new(EpochClock::start(engine.clone())?);
         Ok(RuleEngine {
             engine,
             linker,
-            cache,
+            compiler,
             clock,
-            max_memory_bytes: options.max_memory_bytes,
+            options,
         })
     }
 
-    /// Loads a rule module from a `.wasm` file, from the artifact cache when it
-    /// holds a sound entry for these exact bytes.
+    /// Loads a rule module from a `.wasm` file (from the artifact cache when it
+    /// holds a sound entry for these exact bytes) or a precompiled `.cwasm`.
     pub fn load_file(&self, path: &Path) -> Result<RuleModule, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
@@ -112,13 +121,15 @@ impl RuleEngine {
         self.load_bytes(path, &bytes)
     }
 
-    /// Loads a rule module from its bytes; `origin` names it in errors.
+    /// Loads a rule module from its bytes, a `.wasm` or a precompiled artifact
+    /// (told apart by their first bytes); `origin` names it in errors.
     pub fn load_bytes(&self, origin: &Path, bytes: &[u8]) -> Result<RuleModule, LoadError> {
-        check_header(origin, bytes)?;
         let hash = blake3::hash(bytes);
-        let component = match self.cached(&hash) {
-            Some(component) => component,
-            None => self.compile(origin, bytes, &hash)?,
+        let component = if artifact::is_precompiled(bytes) {
+            artifact::open(&self.engine, origin, bytes)?
+        } else {
+            check_header(origin, bytes)?;
+            self.compiler.compile(&self.engine, origin, bytes, &hash)?
         };
         let wrong_world = |error: wasmtime::Error| LoadError::WrongWorld {
             path: origin.to_owned(),
@@ -134,40 +145,10 @@ impl RuleEngine {
                 pre,
                 hash,
                 path: origin.to_owned(),
-                max_memory_bytes: self.max_memory_bytes,
+                max_memory_bytes: self.options.max_memory_bytes,
                 _clock: self.clock.clone(),
             }),
         })
-    }
-
-    fn cached(&self, hash: &blake3::Hash) -> Option<Component> {
-        self.cache.as_ref()?.load(&self.engine, hash)
-    }
-
-    fn compile(
-        &self,
-        origin: &Path,
-        bytes: &[u8],
-        hash: &blake3::Hash,
-    ) -> Result<Component, LoadError> {
-        let Some(cache) = &self.cache else {
-            return Component::new(&self.engine, bytes).map_err(|error| invalid(origin, &error));
-        };
-        let artifact = self
-            .engine
-            .precompile_component(bytes)
-            .map_err(|error| invalid(origin, &error))?;
-        cache.store(hash, &artifact);
-        // SAFETY: the artifact was produced by this engine a moment ago.
-        unsafe { Component::deserialize(&self.engine, &artifact) }
-            .map_err(|error| invalid(origin, &error))
-    }
-}
-
-fn invalid(origin: &Path, error: &wasmtime::Error) -> LoadError {
-    LoadError::Invalid {
-        path: origin.to_owned(),
-        reason: format!("{error:#}"),
     }
 }
 

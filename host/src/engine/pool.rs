@@ -1,6 +1,7 @@
 //! Sizes wasmtime's pooling instance allocator from the engine options, so that
 //! creating a rule instance reuses a preallocated slot instead of mapping and
-//! unmapping memory each time. Used only by `RuleEngine::new`.
+//! unmapping memory each time. Used only by `settings::wasmtime_config`. The pool
+//! does not change the generated code, so artifacts do not depend on its size.
 
 use super::EngineOptions;
 use super::limits::MAX_TABLE_ELEMENTS;
