@@ -209,8 +209,9 @@ impl RuleModule {
                 rule: rule.to_owned(),
                 path: self.inner.path.clone(),
                 reason: format!(
-                    "its memory limit of {} bytes is over the engine's {} bytes per rule; \
-                     raise `EngineOptions::max_memory_bytes`",
+                    "its memory limit of {} bytes is over the {} bytes the engine's instance slots \
+                     were sized for when it started (the largest rule limit then); a gateway applies \
+                     a larger limit at its next start",
                     limits.memory_bytes, self.inner.max_memory_bytes
                 ),
             });
