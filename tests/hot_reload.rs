@@ -365,6 +365,20 @@ impl Admin {
     }
 }
 
+/// Writes a new configuration and asks the gateway to reload it.
+async fn reload_with(
+    site: &Site,
+    mosquitto: &Mosquitto,
+    admin: &Admin,
+    gateway: &str,
+    rules: &str,
+) -> (u16, Value) {
+    site.write_config(mosquitto, gateway, rules);
+    admin
+        .send(reqwest::Method::POST, "/reload", Vec::new())
+        .await
+}
+
 /// Publishes one message and returns the version label of its output.
 async fn version_serving(publisher: &mut Publisher, outputs: &mut Recorder) -> u32 {
     publisher.publish(1).await;
@@ -545,10 +559,14 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
 
     // A new rule, on a topic nothing subscribed to before.
     let second = versioned_rule("second", "versioned.wasm");
-    site.write_config(&mosquitto, "watch = false", &format!("{first}{second}"));
-    let (status, answer) = admin
-        .send(reqwest::Method::POST, "/reload", Vec::new())
-        .await;
+    let (status, answer) = reload_with(
+        &site,
+        &mosquitto,
+        &admin,
+        "watch = false",
+        &format!("{first}{second}"),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["changes"]["started"], serde_json::json!(["second"]));
     assert_eq!(answer["changes"]["unchanged"], 1);
@@ -556,10 +574,14 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
 
     // Broken SQL: refused with the key at fault; both rules keep serving.
     let broken = second.replace("SELECT *", "SELECT * WHERE");
-    site.write_config(&mosquitto, "watch = false", &format!("{first}{broken}"));
-    let (status, answer) = admin
-        .send(reqwest::Method::POST, "/reload", Vec::new())
-        .await;
+    let (status, answer) = reload_with(
+        &site,
+        &mosquitto,
+        &admin,
+        "watch = false",
+        &format!("{first}{broken}"),
+    )
+    .await;
     assert_eq!(status, 422, "{answer}");
     assert!(
         answer["error"]
@@ -580,14 +602,14 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
     );
 
     // Sections other than the rules take a restart.
-    site.write_config(
+    let (status, answer) = reload_with(
+        &site,
         &mosquitto,
+        &admin,
         "watch = false\nrule_queue = 8",
         &format!("{first}{second}"),
-    );
-    let (status, answer) = admin
-        .send(reqwest::Method::POST, "/reload", Vec::new())
-        .await;
+    )
+    .await;
     assert_eq!(status, 422, "{answer}");
     assert!(
         answer["error"]
@@ -598,10 +620,7 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
     );
 
     // A rule removed stops taking messages; the other is untouched.
-    site.write_config(&mosquitto, "watch = false", &first);
-    let (status, answer) = admin
-        .send(reqwest::Method::POST, "/reload", Vec::new())
-        .await;
+    let (status, answer) = reload_with(&site, &mosquitto, &admin, "watch = false", &first).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["changes"]["removed"], serde_json::json!(["second"]));
     second_in.publish(1).await;
