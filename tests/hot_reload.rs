@@ -365,6 +365,13 @@ impl Admin {
     }
 }
 
+/// A change refused with 422 and an error that names `expected`.
+fn assert_refused(status: u16, answer: &Value, expected: &str) {
+    assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains(expected), "{answer}");
+}
+
 /// Writes a new configuration and asks the gateway to reload it.
 async fn reload_with(
     site: &Site,
@@ -506,11 +513,7 @@ async fn deployed_module_is_hot_loaded_kept_across_a_restart_and_a_broken_one_re
     let (status, answer) = admin
         .send(reqwest::Method::PUT, "/rules/versioned/module", truncated)
         .await;
-    assert_eq!(status, 422, "{answer}");
-    assert!(
-        answer["error"].as_str().unwrap().contains("versioned"),
-        "{answer}"
-    );
+    assert_refused(status, &answer, "versioned");
     let (status, _) = admin
         .send(
             reqwest::Method::PUT,
@@ -582,14 +585,7 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
         &format!("{first}{broken}"),
     )
     .await;
-    assert_eq!(status, 422, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("rules[1] (second).sql"),
-        "{answer}"
-    );
+    assert_refused(status, &answer, "rules[1] (second).sql");
     assert_eq!(version_serving(&mut second_in, &mut second_out).await, 0);
     let history = admin.get("/reload").await;
     assert_eq!(
@@ -610,14 +606,7 @@ async fn reload_adds_and_removes_rules_and_refuses_broken_or_restart_only_change
         &format!("{first}{second}"),
     )
     .await;
-    assert_eq!(status, 422, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("`gateway` changed"),
-        "{answer}"
-    );
+    assert_refused(status, &answer, "`gateway` changed");
 
     // A rule removed stops taking messages; the other is untouched.
     let (status, answer) = reload_with(&site, &mosquitto, &admin, "watch = false", &first).await;

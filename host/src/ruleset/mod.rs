@@ -145,8 +145,9 @@ impl RuleSet {
             }),
             history: Mutex::default(),
         });
+        let applied = rules.applied.lock().await;
         rules
-            .change(config, UploadOverride::None, Trigger::Start)
+            .change_locked(applied, config, UploadOverride::None, Trigger::Start)
             .await?;
         Ok(rules)
     }
@@ -226,16 +227,6 @@ impl RuleSet {
                     .map(|module| config.resolve(module)),
             )
             .collect()
-    }
-
-    async fn change(
-        self: &Arc<Self>,
-        next: GatewayConfig,
-        upload: UploadOverride,
-        trigger: Trigger,
-    ) -> Result<ChangeSummary, ChangeError> {
-        let applied = self.applied.lock().await;
-        self.change_locked(applied, next, upload, trigger).await
     }
 
     /// Builds what `next` changes, keeps an upload, swaps, and records it.
