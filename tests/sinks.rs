@@ -13,10 +13,12 @@ use rulegate::actions::{
     Sinks, SubmitError, Target,
 };
 use rulegate::message::{Property, QoS};
+use rulegate::outbox::{OutboxSettings, WhenFull};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tempfile::TempDir;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, timeout};
 
@@ -72,12 +74,31 @@ fn notification(subject: Option<&str>, payload: impl Into<Bytes>) -> Delivery {
     }
 }
 
-async fn start(
+/// Running sinks, the failures they hand back, and the directory of their
+/// outbox (removed when dropped).
+type Started = (Sinks, mpsc::Receiver<FailedDelivery>, TempDir);
+
+async fn start(configs: &BTreeMap<String, SinkConfig>, env: SinkEnv) -> Started {
+    let state = tempfile::tempdir().expect("a directory for the outbox");
+    let (sinks, failed) = start_with_outbox(configs, env, &outbox_in(state.path())).await;
+    (sinks, failed, state)
+}
+
+fn outbox_in(directory: &Path) -> OutboxSettings {
+    OutboxSettings {
+        path: directory.join("outbox.redb"),
+        max_bytes: 64 * 1024 * 1024,
+        when_full: WhenFull::StopIntake,
+    }
+}
+
+async fn start_with_outbox(
     configs: &BTreeMap<String, SinkConfig>,
     env: SinkEnv,
+    outbox: &OutboxSettings,
 ) -> (Sinks, mpsc::Receiver<FailedDelivery>) {
     let (failures, failed) = mpsc::channel(64);
-    let sinks = Sinks::start(configs, env, failures)
+    let sinks = Sinks::start(configs, env, outbox, failures)
         .await
         .unwrap_or_else(|error| panic!("starting the sinks: {error:#}"));
     (sinks, failed)
@@ -106,10 +127,19 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("gave up waiting: {what}"))
 }
 
-async fn next_failure(failed: &mut mpsc::Receiver<FailedDelivery>) -> FailedDelivery {
-    within("a failed delivery", failed.recv())
+/// The next failed delivery, settled (with no report) as the pipeline would.
+async fn next_failure(
+    sinks: &Sinks,
+    failed: &mut mpsc::Receiver<FailedDelivery>,
+) -> FailedDelivery {
+    let failure = within("a failed delivery", failed.recv())
         .await
-        .expect("the failures channel stays open while the sinks run")
+        .expect("the failures channel stays open while the sinks run");
+    sinks
+        .failure_settler()
+        .settle(&failure, None)
+        .expect("settling a failed delivery");
+    failure
 }
 
 /// Sink `archive`: bucket `bucket` on `moto`, plus `delivery_options` lines.
@@ -129,10 +159,7 @@ fn sns_sink(moto: &Moto, topic_arn: &str) -> BTreeMap<String, SinkConfig> {
     ))
 }
 
-async fn start_on_moto(
-    moto: &Moto,
-    configs: &BTreeMap<String, SinkConfig>,
-) -> (Sinks, mpsc::Receiver<FailedDelivery>) {
+async fn start_on_moto(moto: &Moto, configs: &BTreeMap<String, SinkConfig>) -> Started {
     start(configs, SinkEnv::new().with_aws(moto.sdk_config().await)).await
 }
 
@@ -400,7 +427,8 @@ fn keys_that_do_not_fit_the_sink_type_are_rejected_naming_them() {
 async fn mqtt_sink_without_a_publisher_fails_to_start_naming_the_sink() {
     let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\n");
     let (failures, _failed) = mpsc::channel(1);
-    let error = Sinks::start(&configs, SinkEnv::new(), failures)
+    let state = tempfile::tempdir().expect("a directory for the outbox");
+    let error = Sinks::start(&configs, SinkEnv::new(), &outbox_in(state.path()), failures)
         .await
         .err()
         .expect("an mqtt sink needs a publisher");
@@ -414,10 +442,10 @@ async fn mqtt_sink_without_a_publisher_fails_to_start_naming_the_sink() {
 #[tokio::test]
 async fn submit_rejects_unknown_sinks_and_targets_of_another_kind() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let (sinks, _failed) = start(&file_sink(directory.path()), SinkEnv::new()).await;
+    let (sinks, _failed, _outbox) = start(&file_sink(directory.path()), SinkEnv::new()).await;
 
     let error = sinks
-        .submit("archive", object("a", "x"))
+        .submit("archive", object("a", "x"), None)
         .await
         .expect_err("no such sink");
     assert_eq!(
@@ -428,7 +456,7 @@ async fn submit_rejects_unknown_sinks_and_targets_of_another_kind() {
     );
 
     let error = sinks
-        .submit("local", publish("devices/1", 1, "x"))
+        .submit("local", publish("devices/1", 1, "x"), None)
         .await
         .expect_err("a publish on a file sink");
     assert!(matches!(
@@ -448,13 +476,14 @@ async fn submit_rejects_unknown_sinks_and_targets_of_another_kind() {
 async fn s3_object_is_stored_under_the_exact_key_with_identical_bytes() {
     let moto = Moto::start();
     moto.create_bucket("sensor-archive").await;
-    let (sinks, _failed) = start_on_moto(&moto, &s3_sink(&moto, "sensor-archive", "")).await;
+    let (sinks, _failed, _outbox) =
+        start_on_moto(&moto, &s3_sink(&moto, "sensor-archive", "")).await;
 
     // Not UTF-8, with bytes that text handling would mangle.
     let body: Vec<u8> = (0..=255u8).chain([0, 13, 10, 0xff]).collect();
     let key = "soil/soilSensor3/2020-08-27T13:47:52 #1.bin";
     sinks
-        .submit("archive", object(key, body.clone()))
+        .submit("archive", object(key, body.clone()), None)
         .await
         .expect("submitting");
     sinks.shutdown().await;
@@ -470,14 +499,17 @@ async fn deliveries_to_a_stopped_service_are_retried_and_all_arrive_after_restar
     let retry_quickly_for_long =
         "attempts = 100\ninitial_backoff_ms = 20\nmax_backoff_ms = 300\ntimeout_ms = 2000";
     let configs = s3_sink(&moto, "sensor-archive", retry_quickly_for_long);
-    let (sinks, mut failed) = start_on_moto(&moto, &configs).await;
+    let (sinks, mut failed, _outbox) = start_on_moto(&moto, &configs).await;
 
     moto.stop();
     let keys: Vec<String> = (0..6).map(|n| format!("reading-{n}.json")).collect();
     for (n, key) in keys.iter().enumerate() {
         let mut delivery = object(key, format!("{{\"n\":{n}}}"));
         delivery.ordering_key = n as u64;
-        sinks.submit("archive", delivery).await.expect("submitting");
+        sinks
+            .submit("archive", delivery, None)
+            .await
+            .expect("submitting");
     }
     eventually("retries while moto is down", || {
         stats_of(&sinks, "archive").retried >= 6
@@ -511,13 +543,13 @@ async fn delivery_that_keeps_failing_is_handed_back_with_cause_and_attempts() {
     let moto = Moto::start();
     let three_quick_attempts = "attempts = 3\ninitial_backoff_ms = 10\nmax_backoff_ms = 50";
     let configs = s3_sink(&moto, "no-such-bucket", three_quick_attempts);
-    let (sinks, mut failed) = start_on_moto(&moto, &configs).await;
+    let (sinks, mut failed, _outbox) = start_on_moto(&moto, &configs).await;
 
     sinks
-        .submit("archive", object("reading.json", "{}"))
+        .submit("archive", object("reading.json", "{}"), None)
         .await
         .expect("submitting");
-    let failure = next_failure(&mut failed).await;
+    let failure = next_failure(&sinks, &mut failed).await;
 
     assert_eq!(failure.sink, "archive");
     assert_eq!(failure.attempts, 3);
@@ -542,13 +574,14 @@ async fn delivery_that_keeps_failing_is_handed_back_with_cause_and_attempts() {
 async fn sns_notification_carries_exact_subject_message_and_attribute() {
     let moto = Moto::start();
     let alerts = moto.create_topic_with_queue("humidity-alerts").await;
-    let (sinks, _failed) = start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
+    let (sinks, _failed, _outbox) = start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
 
     let message = "soilSensor3: humidity 29% is below 30% (2020-08-27T13:47:52.677721)";
     sinks
         .submit(
             "alerts",
             notification(Some("Low humidity: soilSensor3"), message),
+            None,
         )
         .await
         .expect("submitting");
@@ -570,20 +603,24 @@ async fn sns_notification_carries_exact_subject_message_and_attribute() {
 async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
     let moto = Moto::start();
     let alerts = moto.create_topic_with_queue("humidity-alerts").await;
-    let (sinks, mut failed) = start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
+    let (sinks, mut failed, _outbox) =
+        start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
 
     let binary = notification(Some("ok"), vec![0xff, 0xfe, 0x00]);
     let bad_subject = notification(Some("two\nlines"), "text");
-    sinks.submit("alerts", binary).await.expect("submitting");
-    let failure = next_failure(&mut failed).await;
+    sinks
+        .submit("alerts", binary, None)
+        .await
+        .expect("submitting");
+    let failure = next_failure(&sinks, &mut failed).await;
     assert_eq!(failure.attempts, 1);
     assert!(failure.cause.contains("UTF-8"), "{}", failure.cause);
 
     sinks
-        .submit("alerts", bad_subject)
+        .submit("alerts", bad_subject, None)
         .await
         .expect("submitting");
-    let failure = next_failure(&mut failed).await;
+    let failure = next_failure(&sinks, &mut failed).await;
     assert_eq!(failure.attempts, 1);
     assert!(failure.cause.contains("subject"), "{}", failure.cause);
 
@@ -600,15 +637,15 @@ async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
 #[tokio::test]
 async fn file_sink_writes_the_key_path_atomically() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let (sinks, _failed) = start(&file_sink(directory.path()), SinkEnv::new()).await;
+    let (sinks, _failed, _outbox) = start(&file_sink(directory.path()), SinkEnv::new()).await;
 
     let key = "soil/soilSensor3/1598536072677.json";
     sinks
-        .submit("local", object(key, "first"))
+        .submit("local", object(key, "first"), None)
         .await
         .expect("submitting");
     sinks
-        .submit("local", object(key, "second, replacing the first"))
+        .submit("local", object(key, "second, replacing the first"), None)
         .await
         .expect("submitting");
     sinks.shutdown().await;
@@ -633,7 +670,7 @@ async fn file_sink_writes_the_key_path_atomically() {
 async fn file_sink_refuses_keys_that_escape_its_directory() {
     let root = tempfile::tempdir().expect("temporary directory");
     let directory = root.path().join("out");
-    let (sinks, mut failed) = start(&file_sink(&directory), SinkEnv::new()).await;
+    let (sinks, mut failed, _outbox) = start(&file_sink(&directory), SinkEnv::new()).await;
 
     for key in [
         "../escaped.json",
@@ -642,10 +679,10 @@ async fn file_sink_refuses_keys_that_escape_its_directory() {
         "",
     ] {
         sinks
-            .submit("local", object(key, "x"))
+            .submit("local", object(key, "x"), None)
             .await
             .expect("submitting");
-        let failure = next_failure(&mut failed).await;
+        let failure = next_failure(&sinks, &mut failed).await;
         assert_eq!(failure.attempts, 1, "{key:?} is not retried");
         assert!(
             failure.cause.contains(&format!("{key:?}")),
@@ -666,12 +703,13 @@ async fn mqtt_sink_republishes_to_the_device_topic() {
     let mut received = subscriber(&broker, "devices/#").await;
     let configs = BTreeMap::from([("devices".to_owned(), SinkConfig::mqtt())]);
     let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
-    let (sinks, _failed) = start(&configs, env).await;
+    let (sinks, _failed, _outbox) = start(&configs, env).await;
 
     sinks
         .submit(
             "devices",
             publish("devices/soilSensor3/valve", 1, "{\"open\":true}"),
+            None,
         )
         .await
         .expect("submitting");
@@ -690,14 +728,14 @@ async fn deliveries_with_one_ordering_key_arrive_in_submission_order() {
     let mut received = subscriber(&broker, "devices/#").await;
     let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 4\n");
     let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
-    let (sinks, _failed) = start(&configs, env).await;
+    let (sinks, _failed, _outbox) = start(&configs, env).await;
 
     // Two interleaved streams, each with its own ordering key.
     const COUNT: usize = 200;
     for n in 0..COUNT {
         for (key, topic) in [(7, "devices/a"), (8, "devices/b")] {
             sinks
-                .submit("devices", publish(topic, key, n.to_string()))
+                .submit("devices", publish(topic, key, n.to_string()), None)
                 .await
                 .expect("submitting");
         }
@@ -723,47 +761,145 @@ async fn deliveries_with_one_ordering_key_arrive_in_submission_order() {
 // ------------------------------------------------------------ backpressure ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_queue_makes_submit_wait_instead_of_growing() {
+async fn a_slow_sink_holds_its_queue_capacity_and_the_outbox_keeps_the_rest() {
     let broker = Mosquitto::start();
     let mut received = subscriber(&broker, "devices/#").await;
     let publisher = GatedPublisher::closed(&broker).await;
     let configs =
         sink_tables("[sinks.devices]\ntype = \"mqtt\"\nqueue_capacity = 2\nconcurrency = 1\n");
-    let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
+    let (sinks, _failed, _outbox) =
+        start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
 
-    for n in 0..2 {
+    for n in 0..10 {
         within(
-            "room in the queue",
-            sinks.submit("devices", publish("devices/a", 1, n.to_string())),
+            "storing in the outbox while the sink is stalled",
+            sinks.submit("devices", publish("devices/a", 1, n.to_string()), None),
         )
         .await
         .expect("submitting");
     }
-    assert_eq!(stats_of(&sinks, "devices").queued, 2);
-    let mut third = Box::pin(sinks.submit("devices", publish("devices/a", 1, "2")));
-    assert!(
-        timeout(Duration::from_millis(300), &mut third)
-            .await
-            .is_err(),
-        "a full queue makes submit wait"
-    );
+    eventually("the outbox holds all ten", || {
+        sinks.outbox_stats().records == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         stats_of(&sinks, "devices").queued,
         2,
-        "the queue did not grow"
+        "the sink takes no more than its queue_capacity into memory"
     );
 
-    publisher.gate.add_permits(3);
-    within("room after the sink caught up", third)
-        .await
-        .expect("submitting");
-    sinks.shutdown().await;
-    for expected in ["0", "1", "2"] {
+    publisher.gate.add_permits(10);
+    for expected in 0..10 {
         let message = within("the republished messages", received.recv())
             .await
             .expect("the subscriber runs");
-        assert_eq!(&message.payload[..], expected.as_bytes());
+        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
     }
+    eventually("the outbox empties", || sinks.outbox_stats().records == 0).await;
+    sinks.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_stores_nothing_more_and_submit_waits_until_deliveries_make_room() {
+    let broker = Mosquitto::start();
+    let publisher = GatedPublisher::closed(&broker).await;
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\n");
+    let state = tempfile::tempdir().expect("a directory for the outbox");
+    let settings = OutboxSettings {
+        max_bytes: 1,
+        ..outbox_in(state.path())
+    };
+    let env = SinkEnv::new().with_publisher(publisher.clone());
+    let (sinks, _failed) = start_with_outbox(&configs, env, &settings).await;
+
+    within("the first delivery, into an empty outbox", async {
+        sinks
+            .submit("devices", publish("devices/a", 1, "0"), None)
+            .await
+    })
+    .await
+    .expect("submitting");
+    eventually("the first delivery is stored", || {
+        sinks.outbox_stats().records == 1
+    })
+    .await;
+    // Further deliveries wait in the writer's queue, unstored; once that is
+    // full, submit waits.
+    let mut submitted = 1u64;
+    loop {
+        let next = sinks.submit(
+            "devices",
+            publish("devices/a", 1, submitted.to_string()),
+            None,
+        );
+        if timeout(Duration::from_millis(300), next).await.is_err() {
+            break;
+        }
+        submitted += 1;
+        assert!(submitted < 100_000, "submit never waited");
+    }
+    assert_eq!(sinks.outbox_stats().records, 1, "nothing more was stored");
+
+    publisher.gate.add_permits(usize::MAX >> 4);
+    eventually(
+        "everything taken is delivered once the sink has room",
+        || stats_of(&sinks, "devices").delivered == submitted && sinks.outbox_stats().records == 0,
+    )
+    .await;
+    assert_eq!(sinks.outbox_stats().dropped, 0);
+    sinks.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_keeps_the_newest_deliveries_and_counts_the_dropped() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let publisher = GatedPublisher::closed(&broker).await;
+    let configs =
+        sink_tables("[sinks.devices]\ntype = \"mqtt\"\nqueue_capacity = 1\nconcurrency = 1\n");
+    let state = tempfile::tempdir().expect("a directory for the outbox");
+    let settings = OutboxSettings {
+        // Room for a few of these deliveries (about 45 bytes each).
+        max_bytes: 240,
+        when_full: WhenFull::DropOldest,
+        ..outbox_in(state.path())
+    };
+    let env = SinkEnv::new().with_publisher(publisher.clone());
+    let (sinks, _failed) = start_with_outbox(&configs, env, &settings).await;
+
+    for n in 0..20 {
+        within(
+            "a full outbox never makes submit wait with drop_oldest",
+            sinks.submit("devices", publish("devices/a", 1, format!("{n:02}")), None),
+        )
+        .await
+        .expect("submitting");
+    }
+    eventually("all twenty stored or dropped", || {
+        let stats = sinks.outbox_stats();
+        stats.records + stats.dropped == 20
+    })
+    .await;
+    let stats = sinks.outbox_stats();
+    assert!(stats.dropped >= 15, "{stats:?}");
+    assert!(stats.bytes <= settings.max_bytes, "{stats:?}");
+
+    publisher.gate.add_permits(20);
+    eventually("the rest is delivered", || {
+        sinks.outbox_stats().records == 0
+    })
+    .await;
+    let mut payloads = Vec::new();
+    while let Ok(Some(message)) = timeout(Duration::from_millis(500), received.recv()).await {
+        payloads.push(String::from_utf8(message.payload.to_vec()).expect("text"));
+    }
+    assert!(
+        payloads.last().is_some_and(|last| last == "19"),
+        "the newest survives: {payloads:?}"
+    );
+    assert!(payloads.len() < 20, "some were dropped: {payloads:?}");
+    sinks.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,16 +920,17 @@ async fn a_stalled_sink_does_not_hold_up_the_others() {
         "#,
         directory.path().display().to_string()
     ));
-    let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
+    let (sinks, _failed, _outbox) =
+        start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
 
     sinks
-        .submit("devices", publish("devices/a", 1, "held"))
+        .submit("devices", publish("devices/a", 1, "held"), None)
         .await
         .expect("submitting");
     for n in 0..20 {
         within(
             "the file sink while the mqtt sink is stalled",
-            sinks.submit("local", object(&format!("{n}.json"), "{}")),
+            sinks.submit("local", object(&format!("{n}.json"), "{}"), None),
         )
         .await
         .expect("submitting");
@@ -820,12 +957,13 @@ async fn shutdown_delivers_everything_queued() {
     let mut received = subscriber(&broker, "devices/#").await;
     let publisher = GatedPublisher::closed(&broker).await;
     let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 2\n");
-    let (sinks, _failed) = start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
+    let (sinks, _failed, _outbox) =
+        start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
 
     const COUNT: u64 = 50;
     for n in 0..COUNT {
         sinks
-            .submit("devices", publish("devices/a", n, n.to_string()))
+            .submit("devices", publish("devices/a", n, n.to_string()), None)
             .await
             .expect("submitting");
     }

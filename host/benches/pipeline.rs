@@ -86,8 +86,9 @@ async fn run(rules: &str) -> Measured {
         aws: None,
         publisher: Some(counter.clone()),
     };
+    let outbox = config.outbox_settings().expect("the outbox settings");
     let sinks = Arc::new(
-        Sinks::start(&config.sinks, env, failures)
+        Sinks::start(&config.sinks, env, &outbox, failures)
             .await
             .expect("starting the sinks"),
     );
@@ -111,6 +112,7 @@ async fn run(rules: &str) -> Measured {
             qos: QoS::AtLeastOnce,
             received_at_ms: 0,
             properties: MqttProperties::NONE,
+            receipt: None,
         };
         inbound
             .send(message)

@@ -9,6 +9,7 @@ use crate::actions::{SinkConfig, SinkKind};
 use crate::admin::AdminConfig;
 use crate::engine::{RuleConfig, RuleLimits};
 use crate::invoke::InvokeConfig;
+use crate::outbox::{OutboxSettings, WhenFull};
 use crate::pipeline::DEVICE_TOPICS_SINK;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +34,9 @@ pub struct GatewayConfig {
     /// The admin API (rules, reload, module upload, metrics), off unless
     /// present: `[admin]`.
     pub admin: Option<AdminConfig>,
+    /// Where rule outputs wait for their sinks: `[outbox]`.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
     /// The directory relative paths (rule modules, file sinks) start from: the
     /// configuration file's own directory.
     #[serde(skip)]
@@ -54,8 +58,8 @@ pub struct GatewaySettings {
     pub stats_interval_secs: u64,
     /// Messages waiting in front of each rule; when full, intake waits.
     pub rule_queue: usize,
-    /// Where modules uploaded through the admin API are kept, so they survive
-    /// a restart; default `$STATE_DIRECTORY` (systemd), else
+    /// Where the outbox and modules uploaded through the admin API are kept,
+    /// so they survive a restart; default `$STATE_DIRECTORY` (systemd), else
     /// `$XDG_STATE_HOME/rulegate`, else `$HOME/.local/state/rulegate`.
     pub state_dir: Option<PathBuf>,
     /// Reload the rules when the configuration file or a rule's module changes.
@@ -77,6 +81,54 @@ impl Default for GatewaySettings {
             state_dir: None,
             watch: true,
             instance_slots: None,
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// `state_dir`, else the default state directory; `None` when the
+    /// environment names none.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.state_dir.clone().or_else(default_state_dir)
+    }
+}
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
+/// `$XDG_STATE_HOME/rulegate`, else `$HOME/.local/state/rulegate`.
+fn default_state_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
+        })?;
+    Some(base.join("rulegate"))
+}
+
+/// `[outbox]`: the durable store every rule output passes through before the
+/// message behind it is acknowledged (see docs/delivery.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// The database file; default `<state_dir>/outbox-<broker.client_id>.redb`,
+    /// as the outbox belongs to the broker session of that client id.
+    pub path: Option<PathBuf>,
+    /// The most the stored outputs may take, in bytes (a commit may go over
+    /// by one batch); default 256 MiB.
+    pub max_bytes: u64,
+    /// When full: `"stop_intake"` (default: take no more messages, the broker
+    /// keeps them) or `"drop_oldest"` (drop the oldest outputs, counted).
+    pub when_full: WhenFull,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            path: None,
+            max_bytes: 256 * 1024 * 1024,
+            when_full: WhenFull::default(),
         }
     }
 }
@@ -311,6 +363,7 @@ impl GatewayConfig {
             &mut broker.client_cert_file,
             &mut broker.client_key_file,
             &mut self.gateway.cache_dir,
+            &mut self.outbox.path,
         ];
         let sink_dirs = self.sinks.values_mut().map(|sink| &mut sink.directory);
         let token_files = [
@@ -326,6 +379,27 @@ impl GatewayConfig {
         {
             *path = base.join(&*path);
         }
+    }
+
+    /// Where the outbox lives and how large it may grow.
+    pub fn outbox_settings(&self) -> Result<OutboxSettings, ConfigError> {
+        let path = match &self.outbox.path {
+            Some(path) => path.clone(),
+            None => self
+                .gateway
+                .state_dir()
+                .ok_or_else(|| ConfigError::Invalid {
+                    path: self.origin.clone(),
+                    key: "outbox.path".to_owned(),
+                    problem: "no state directory to keep the outbox in: set `gateway.state_dir` or `outbox.path`".to_owned(),
+                })?
+                .join(format!("outbox-{}.redb", self.broker.client_id)),
+        };
+        Ok(OutboxSettings {
+            path,
+            max_bytes: self.outbox.max_bytes,
+            when_full: self.outbox.when_full,
+        })
     }
 
     /// A path from the file, resolved against the file's directory.

@@ -11,6 +11,7 @@ use crate::config::GatewayConfig;
 use crate::engine::{EngineOptions, RuleEngine, RuleLimits};
 use crate::invoke::{InvokeService, InvokeStats};
 use crate::mqtt::{self, BrokerEndpoint, Egress};
+use crate::outbox::OutboxStats;
 use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineSettings, PipelineStats};
 use crate::ruleset::RuleSet;
 use crate::ruleset::watcher::FileWatcher;
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the egress connection to send what it queued.
 const EGRESS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long shutdown waits for the failure reporter to let go of the sinks.
+/// How long shutdown waits for readers of the counters to let go of the sinks.
 const SINKS_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A gateway that is running; [`Gateway::shutdown`] stops it cleanly.
@@ -76,7 +77,8 @@ impl Gateway {
             aws,
             publisher: Some(Arc::new(egress)),
         };
-        let sinks = Arc::new(Sinks::start(&sink_configs, env, failures).await?);
+        let outbox = config.outbox_settings()?;
+        let sinks = Arc::new(Sinks::start(&sink_configs, env, &outbox, failures).await?);
 
         let (inbound, inbound_queue) = mpsc::channel(config.gateway.rule_queue);
         let settings = PipelineSettings {
@@ -189,6 +191,11 @@ impl Gateway {
         self.sinks.stats()
     }
 
+    /// Counters of the outbox.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        self.sinks.outbox_stats()
+    }
+
     /// Stops taking messages, finishes every message already taken, delivers
     /// what the sinks hold, and closes the connections. Returns the sinks'
     /// final counters.
@@ -250,8 +257,8 @@ fn engine_options(config: &GatewayConfig) -> EngineOptions {
     }
 }
 
-/// Takes the sinks back once the failure reporter, which holds them only for a
-/// moment at a time, has let go.
+/// Takes the sinks back once the admin API and the periodic summary, which
+/// hold them only for a moment at a time, have let go.
 async fn sole_owner(mut sinks: Arc<Sinks>) -> anyhow::Result<Sinks> {
     let started = std::time::Instant::now();
     loop {
@@ -278,6 +285,13 @@ async fn log_summaries(period: Duration, stats: PipelineStats, sinks: Weak<Sinks
             return;
         };
         log_summary(&stats, &sinks.stats());
+        let outbox = sinks.outbox_stats();
+        tracing::info!(
+            records = outbox.records,
+            bytes = outbox.bytes,
+            dropped = outbox.dropped,
+            "outbox"
+        );
     }
 }
 

@@ -20,6 +20,7 @@ pub mod invoke;
 pub mod loadgen;
 pub mod message;
 pub mod mqtt;
+pub mod outbox;
 pub mod pipeline;
 pub mod ruleset;
 pub mod simulate;

@@ -3,10 +3,11 @@
 //!
 //! Defined once here so that no stage needs another stage's internals.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// MQTT delivery guarantee.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum QoS {
     AtMostOnce,
     #[default]
@@ -15,7 +16,7 @@ pub enum QoS {
 }
 
 /// A key/value pair: an MQTT 5 user property or an output attribute.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Property {
     pub key: String,
     pub value: String,

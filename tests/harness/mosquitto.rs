@@ -85,6 +85,13 @@ impl Mosquitto {
     pub fn restart(&mut self) {
         self.server.restart();
     }
+
+    /// Restarts the broker as a service manager would: SIGTERM, so that a
+    /// persistent broker saves its sessions and queued messages first.
+    pub fn restart_gracefully(&mut self) {
+        self.server.terminate();
+        self.server.restart();
+    }
 }
 
 /// `mosquitto` from PATH, else the Debian package's location.
@@ -134,6 +141,18 @@ impl LocalServer {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits until it has.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill -TERM {}", self.name);
+            let _ = child.wait();
+        }
     }
 
     fn log_path(&self) -> PathBuf {

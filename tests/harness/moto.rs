@@ -109,6 +109,48 @@ impl Moto {
             .unwrap_or_else(|error| panic!("creating bucket {bucket}: {}", show(error)));
     }
 
+    /// Keeps every version of every object in `bucket`, so that a test can
+    /// count how often each key was written.
+    pub async fn enable_versioning(&self, bucket: &str) {
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+        let enabled = VersioningConfiguration::builder()
+            .status(BucketVersioningStatus::Enabled)
+            .build();
+        self.s3()
+            .await
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(enabled)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("versioning bucket {bucket}: {}", show(error)));
+    }
+
+    /// How many versions `bucket` holds in all (see [`Moto::enable_versioning`]).
+    pub async fn count_versions(&self, bucket: &str) -> usize {
+        let s3 = self.s3().await;
+        let mut count = 0;
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut request = s3.list_object_versions().bucket(bucket);
+            if let Some((key, version)) = &marker {
+                request = request.key_marker(key).version_id_marker(version);
+            }
+            let page = request
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("listing versions of {bucket}: {}", show(error)));
+            count += page.versions().len();
+            if !page.is_truncated().unwrap_or(false) {
+                return count;
+            }
+            marker = Some((
+                page.next_key_marker().unwrap_or_default().to_owned(),
+                page.next_version_id_marker().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+
     /// Every key in `bucket`, sorted.
     pub async fn list_keys(&self, bucket: &str) -> Vec<String> {
         let s3 = self.s3().await;

@@ -1,6 +1,6 @@
 //! Actions: deliver rule outputs to the configured sinks — S3 objects, SNS
-//! notifications, device MQTT topics, local files — through bounded per-sink
-//! queues with ordered workers, retries with backoff, and counters.
+//! notifications, device MQTT topics, local files — from the durable outbox,
+//! with ordered workers, retries with backoff, and counters.
 //!
 //! Does not render keys, subjects or topics from message data (the pipeline
 //! does, and hands over a finished [`Delivery`]) and does not run error actions
@@ -20,17 +20,21 @@ pub use config::{SinkConfig, SinkConfigError, SinkKind};
 pub use stats::SinkStats;
 
 use crate::message::{Property, QoS};
+use crate::mqtt::Receipt;
+use crate::outbox::{Outbox, OutboxSettings, OutboxStats, SinkId};
 use anyhow::Context as _;
 use bytes::Bytes;
 use destination::Destination;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use worker::SinkLane;
 
-/// One payload for one sink, ready to send.
-#[derive(Debug, Clone)]
+/// One payload for one sink, ready to send; stored as it is in the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     /// The rule that produced the payload, for logs and failure handling.
     pub rule: Arc<str>,
@@ -45,7 +49,7 @@ pub struct Delivery {
 }
 
 /// Where in a sink a payload goes; the variant must fit the sink's kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
     /// An object (s3 sink) or a file (file sink) with this key. For a file sink
     /// the key is a relative path that must stay inside the sink's directory.
@@ -141,11 +145,14 @@ impl SinkEnv {
 }
 
 /// A delivery that did not succeed after its attempts, or that cannot succeed
-/// at all; the pipeline runs the rule's error action for it.
+/// at all; the pipeline runs the rule's error action for it, and settles it
+/// with a [`FailureSettler`].
 #[derive(Debug)]
 pub struct FailedDelivery {
     /// The sink's name, as in `[sinks.NAME]`.
     pub sink: String,
+    /// Its id in the outbox.
+    pub id: u64,
     pub delivery: Delivery,
     /// The last attempt's error.
     pub cause: String,
@@ -164,73 +171,146 @@ pub enum SubmitError {
         kind: SinkKind,
         target: &'static str,
     },
-    #[error("sink `{sink}` has stopped and takes no more deliveries")]
-    Stopped { sink: String },
-    #[error("sink `{sink}` has no room in its queue")]
-    Full { sink: String },
+    #[error("the outbox has stopped and takes no more deliveries")]
+    Stopped,
 }
 
-/// The running sinks: one bounded queue and a set of workers per sink.
+/// The running sinks: the outbox they read from, and per sink a reader and
+/// its workers.
 pub struct Sinks {
     lanes: BTreeMap<String, SinkLane>,
+    settler: FailureSettler,
+    writer: JoinHandle<()>,
+    closing: watch::Sender<bool>,
+}
+
+/// Settles deliveries that failed for good: removes each from the outbox and
+/// stores the report for its rule's error action in its place, in one
+/// transaction. Whoever handles [`FailedDelivery`]s holds one; it works until
+/// the sinks have shut down, which wait for every stored delivery to settle.
+#[derive(Clone)]
+pub struct FailureSettler {
+    outbox: Outbox,
+    /// Each sink's place in the outbox and kind, by name.
+    sinks: Arc<BTreeMap<String, (SinkId, SinkKind)>>,
+}
+
+impl FailureSettler {
+    /// Settles `failed`, storing `report` — a sink's name and the delivery
+    /// for it — in its place. Never waits: the sinks wait on whoever handles
+    /// their failures. A report that cannot be stored is refused with the
+    /// reason, and the failure is settled all the same.
+    pub fn settle(
+        &self,
+        failed: &FailedDelivery,
+        report: Option<(String, Delivery)>,
+    ) -> Result<(), SubmitError> {
+        let (failed_sink, _) = self.sink(&failed.sink)?;
+        let replacement = report
+            .map(|(sink, delivery)| Ok((self.sink_for(&sink, &delivery)?, delivery)))
+            .transpose();
+        let (replacement, refused) = match replacement {
+            Ok(replacement) => (replacement, None),
+            Err(error) => (None, Some(error)),
+        };
+        self.outbox
+            .settle(failed_sink, failed.id, replacement)
+            .map_err(|_| SubmitError::Stopped)?;
+        refused.map_or(Ok(()), Err)
+    }
+
+    fn sink(&self, sink: &str) -> Result<(SinkId, SinkKind), SubmitError> {
+        self.sinks
+            .get(sink)
+            .copied()
+            .ok_or_else(|| SubmitError::UnknownSink {
+                sink: sink.to_owned(),
+            })
+    }
+
+    /// Sink `sink`'s id, when it can take `delivery`.
+    fn sink_for(&self, sink: &str, delivery: &Delivery) -> Result<SinkId, SubmitError> {
+        let (id, kind) = self.sink(sink)?;
+        if !delivery.target.fits(kind) {
+            return Err(SubmitError::TargetMismatch {
+                sink: sink.to_owned(),
+                kind,
+                target: delivery.target.name(),
+            });
+        }
+        Ok(id)
+    }
 }
 
 impl Sinks {
-    /// Validates `configs`, builds each sink's client and starts its workers.
+    /// Validates `configs`, opens the outbox, builds each sink's client and
+    /// starts delivering, beginning with what the outbox held from before.
     /// Deliveries that finally fail are sent to `failures`.
     pub async fn start(
         configs: &BTreeMap<String, SinkConfig>,
         mut env: SinkEnv,
+        outbox: &OutboxSettings,
         failures: mpsc::Sender<FailedDelivery>,
     ) -> anyhow::Result<Sinks> {
-        let mut lanes = BTreeMap::new();
+        let mut valid = Vec::with_capacity(configs.len());
         for (name, config) in configs {
-            let valid = config.to_valid(name)?;
+            valid.push((name, config.kind, config.to_valid(name)?));
+        }
+        let names: Vec<String> = configs.keys().cloned().collect();
+        let (outbox, writer) = Outbox::open(outbox, &names)?;
+        let (closing, closed) = watch::channel(false);
+        let mut lanes = BTreeMap::new();
+        for (position, (name, kind, valid)) in valid.into_iter().enumerate() {
             let destination = Destination::build(name, valid.destination, &mut env)
                 .await
                 .with_context(|| format!("starting sink `{name}`"))?;
             let lane = SinkLane::start(
                 name,
-                config.kind,
+                kind,
+                outbox.sink(position),
                 destination,
                 valid.policy,
+                outbox.clone(),
+                closed.clone(),
                 failures.clone(),
             );
             lanes.insert(name.clone(), lane);
         }
-        Ok(Sinks { lanes })
+        let ids = lanes
+            .iter()
+            .map(|(name, lane)| (name.clone(), (lane.id(), lane.kind())))
+            .collect();
+        let settler = FailureSettler {
+            outbox,
+            sinks: Arc::new(ids),
+        };
+        Ok(Sinks {
+            lanes,
+            settler,
+            writer,
+            closing,
+        })
     }
 
-    /// Queues `delivery` for `sink`, waiting while the sink's queue is full.
-    ///
-    /// A delivery that is being retried holds up the later deliveries of its
-    /// worker — that keeps each ordering key in order — but never another sink.
-    pub async fn submit(&self, sink: &str, delivery: Delivery) -> Result<(), SubmitError> {
-        self.lane_for(sink, &delivery)?.submit(delivery).await
+    /// Stores `delivery` for `sink` in the outbox; `receipt` (the message's) is
+    /// released once it is on disk. Waits while the outbox is behind or full.
+    pub async fn submit(
+        &self,
+        sink: &str,
+        delivery: Delivery,
+        receipt: Option<Receipt>,
+    ) -> Result<(), SubmitError> {
+        let sink = self.settler.sink_for(sink, &delivery)?;
+        self.settler
+            .outbox
+            .append(sink, delivery, receipt)
+            .await
+            .map_err(|_| SubmitError::Stopped)
     }
 
-    /// Queues `delivery` for `sink` only if its queue has room now. For callers
-    /// that must never wait on a sink, such as the reporter of failed
-    /// deliveries, which the sinks themselves wait on.
-    pub fn try_submit(&self, sink: &str, delivery: Delivery) -> Result<(), SubmitError> {
-        self.lane_for(sink, &delivery)?.try_submit(delivery)
-    }
-
-    fn lane_for(&self, sink: &str, delivery: &Delivery) -> Result<&SinkLane, SubmitError> {
-        let lane = self
-            .lanes
-            .get(sink)
-            .ok_or_else(|| SubmitError::UnknownSink {
-                sink: sink.to_owned(),
-            })?;
-        if !delivery.target.fits(lane.kind()) {
-            return Err(SubmitError::TargetMismatch {
-                sink: sink.to_owned(),
-                kind: lane.kind(),
-                target: delivery.target.name(),
-            });
-        }
-        Ok(lane)
+    /// What settles failed deliveries; see [`FailureSettler`].
+    pub fn failure_settler(&self) -> FailureSettler {
+        self.settler.clone()
     }
 
     /// A snapshot of each sink's counters, by sink name.
@@ -241,19 +321,36 @@ impl Sinks {
             .collect()
     }
 
-    /// Takes no more work, delivers everything queued (with its retries), then
-    /// returns each sink's final counters. Keep reading the `failures` channel
-    /// meanwhile: a worker with a failed delivery waits for room there.
+    /// The outbox's counters.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        self.settler.outbox.stats()
+    }
+
+    /// Delivers everything the outbox holds (with retries, and the failure
+    /// reports of what fails), then closes the outbox and returns each sink's
+    /// final counters. Keep reading the `failures` channel meanwhile: a worker
+    /// with a failed delivery waits for room there.
     pub async fn shutdown(self) -> Vec<(String, SinkStats)> {
-        // Close every queue first so that the sinks drain in parallel.
-        let draining: Vec<_> = self
-            .lanes
-            .into_iter()
-            .map(|(name, lane)| (name, lane.close()))
-            .collect();
-        let mut final_stats = Vec::with_capacity(draining.len());
-        for (name, lane) in draining {
-            final_stats.push((name, lane.await));
+        let Sinks {
+            lanes,
+            settler,
+            writer,
+            closing,
+        } = self;
+        // What was submitted is stored before the readers may find the outbox empty.
+        if settler.outbox.sync().await.is_err() {
+            tracing::error!("the outbox stopped before the sinks");
+        }
+        closing.send_replace(true);
+        let mut final_stats = Vec::with_capacity(lanes.len());
+        for (name, lane) in lanes {
+            final_stats.push((name, lane.finish().await));
+        }
+        // The writer ends once the last handle is gone (the failure handler's
+        // goes with the workers' failure channel), after its last commit.
+        drop(settler);
+        if let Err(error) = writer.await {
+            tracing::error!(%error, "the outbox writer ended abnormally");
         }
         final_stats
     }

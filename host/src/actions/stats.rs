@@ -13,7 +13,8 @@ pub struct SinkStats {
     pub retried: u64,
     /// Deliveries handed back as failed after their last attempt.
     pub failed: u64,
-    /// Deliveries accepted and not yet finished: waiting or under way.
+    /// Deliveries taken from the outbox and not yet finished: waiting for a
+    /// worker or under way.
     pub queued: u64,
     /// Time from entering the queue to successful delivery (queueing and
     /// retries included), summed over `latency_count` deliveries; their
@@ -38,11 +39,6 @@ impl SinkCounters {
         self.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A queued delivery could not be handed to its worker after all.
-    pub fn withdrawn(&self) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-    }
-
     pub fn retried(&self) {
         self.retried.fetch_add(1, Ordering::Relaxed);
     }
@@ -59,6 +55,11 @@ impl SinkCounters {
     pub fn failed(&self) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A stored delivery could not be decoded, so it was never queued.
+    pub fn unreadable(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> SinkStats {

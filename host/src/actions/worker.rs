@@ -1,70 +1,97 @@
-//! One sink's queue and workers: a bounded queue (submitters wait for room),
-//! `concurrency` workers each taking the deliveries of their ordering keys in
-//! order, and the retry loop with exponential backoff and jitter.
+//! One sink's reader and workers: the reader takes the sink's deliveries
+//! from the outbox in order, as far as the sink has room, and hands each to
+//! the worker of its ordering key; `concurrency` workers deliver, with retries
+//! (exponential backoff and jitter), and settle each delivery in the outbox.
 
 use super::config::{DeliveryPolicy, SinkKind};
 use super::destination::{DeliveryError, Destination};
 use super::stats::{SinkCounters, SinkStats};
-use super::{Delivery, FailedDelivery, SubmitError};
+use super::{Delivery, FailedDelivery};
+use crate::outbox::{Outbox, SinkId};
 use rand::Rng as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// A running sink: where [`super::Sinks`] queues its deliveries.
+/// Deliveries read from the outbox at once, at most.
+const READ_BATCH: usize = 256;
+/// The wait before reading the outbox again after a read failed.
+const RETRY_READ_AFTER: Duration = Duration::from_secs(1);
+
+/// A running sink.
 pub(crate) struct SinkLane {
     kind: SinkKind,
-    /// One permit per delivery the sink may hold; a permit is returned when its
-    /// delivery is finished, which bounds memory however slow the service is.
-    room: Arc<Semaphore>,
-    /// The queue of each worker. They are unbounded channels, but together
-    /// never hold more than `room` allows.
-    workers: Vec<mpsc::UnboundedSender<Job>>,
-    handles: Vec<JoinHandle<()>>,
+    id: SinkId,
+    reader: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     counters: Arc<SinkCounters>,
     name: Arc<str>,
 }
 
-/// A delivery waiting for, or in, a worker.
+/// A delivery in a worker's queue or under way.
 struct Job {
+    /// Its id in the outbox.
+    id: u64,
     delivery: Delivery,
-    submitted_at: Instant,
+    taken_at: Instant,
+    /// Held until the delivery is settled: bounds what the sink holds in memory.
     _room: OwnedSemaphorePermit,
 }
 
+/// What a sink's reader and workers share.
+#[derive(Clone)]
+struct Lane {
+    sink: Arc<str>,
+    id: SinkId,
+    outbox: Outbox,
+    counters: Arc<SinkCounters>,
+}
+
 impl SinkLane {
+    /// Starts reading sink `id`'s deliveries from `outbox`. Once `closing`
+    /// turns true the sink ends as soon as the outbox holds nothing more for
+    /// any sink, so failure reports of the last deliveries still go out.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         name: &str,
         kind: SinkKind,
+        id: SinkId,
         destination: Destination,
         policy: DeliveryPolicy,
+        outbox: Outbox,
+        closing: watch::Receiver<bool>,
         failures: mpsc::Sender<FailedDelivery>,
     ) -> Self {
-        let name: Arc<str> = name.into();
+        let lane = Lane {
+            sink: name.into(),
+            id,
+            outbox,
+            counters: Arc::new(SinkCounters::default()),
+        };
         let destination = Arc::new(destination);
-        let counters = Arc::new(SinkCounters::default());
-        let (workers, handles) = (0..policy.concurrency)
+        let (queues, workers) = (0..policy.concurrency)
             .map(|_| {
                 let (queue, jobs) = mpsc::unbounded_channel();
                 let worker = Worker {
-                    sink: Arc::clone(&name),
+                    lane: lane.clone(),
                     destination: Arc::clone(&destination),
                     policy,
-                    counters: Arc::clone(&counters),
                     failures: failures.clone(),
                 };
                 (queue, tokio::spawn(worker.run(jobs)))
             })
             .unzip();
+        let room = Arc::new(Semaphore::new(policy.queue_capacity));
+        let reader = tokio::spawn(read(lane.clone(), room, queues, closing));
         SinkLane {
             kind,
-            room: Arc::new(Semaphore::new(policy.queue_capacity)),
+            id,
+            reader,
             workers,
-            handles,
-            counters,
-            name,
+            counters: lane.counters,
+            name: lane.sink,
         }
     }
 
@@ -72,82 +99,105 @@ impl SinkLane {
         self.kind
     }
 
+    pub fn id(&self) -> SinkId {
+        self.id
+    }
+
     pub fn stats(&self) -> SinkStats {
         self.counters.snapshot()
     }
 
-    /// Waits for room, then hands `delivery` to the worker of its ordering key.
-    pub async fn submit(&self, delivery: Delivery) -> Result<(), SubmitError> {
-        let room = Arc::clone(&self.room)
-            .acquire_owned()
-            .await
-            .map_err(|_| self.stopped())?;
-        self.enqueue(room, delivery)
+    /// Resolves with the final counters once the reader has ended (see
+    /// [`SinkLane::start`]) and the workers have finished their queues.
+    pub async fn finish(self) -> SinkStats {
+        let name = &self.name;
+        for handle in std::iter::once(self.reader).chain(self.workers) {
+            if let Err(error) = handle.await {
+                tracing::error!(sink = %name, %error, "a sink task ended abnormally");
+            }
+        }
+        self.counters.snapshot()
     }
+}
 
-    /// Hands `delivery` over only if there is room now; never waits.
-    pub fn try_submit(&self, delivery: Delivery) -> Result<(), SubmitError> {
-        let room = Arc::clone(&self.room)
-            .try_acquire_owned()
-            .map_err(|error| match error {
-                TryAcquireError::Closed => self.stopped(),
-                TryAcquireError::NoPermits => SubmitError::Full {
-                    sink: self.name.to_string(),
-                },
-            })?;
-        self.enqueue(room, delivery)
-    }
-
-    fn enqueue(&self, room: OwnedSemaphorePermit, delivery: Delivery) -> Result<(), SubmitError> {
-        // `workers` is never empty: `concurrency` is validated to be at least 1.
-        let index = delivery.ordering_key % self.workers.len() as u64;
-        let queue = &self.workers[index as usize];
-        self.counters.queued();
-        let job = Job {
-            delivery,
-            submitted_at: Instant::now(),
-            _room: room,
+/// The sink's reader: takes its deliveries from the outbox in id order while
+/// it has room, and queues each for the worker of its ordering key.
+async fn read(
+    lane: Lane,
+    room: Arc<Semaphore>,
+    queues: Vec<mpsc::UnboundedSender<Job>>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut stored = lane.outbox.records();
+    let mut after = 0;
+    loop {
+        let limit = room.available_permits().clamp(1, READ_BATCH);
+        let batch = match lane.outbox.read(lane.id, after, limit).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(sink = %lane.sink, "reading the outbox: {error:#}; trying again in {RETRY_READ_AFTER:?}");
+                tokio::time::sleep(RETRY_READ_AFTER).await;
+                continue;
+            }
         };
-        queue.send(job).map_err(|_| {
-            self.counters.withdrawn();
-            self.stopped()
-        })
-    }
-
-    fn stopped(&self) -> SubmitError {
-        SubmitError::Stopped {
-            sink: self.name.to_string(),
+        if batch.is_empty() {
+            let closing_now = *closing.borrow();
+            if closing_now && *stored.borrow_and_update() == 0 {
+                return;
+            }
+            tokio::select! {
+                () = lane.outbox.stored(lane.id) => {}
+                _ = closing.wait_for(|&closing| closing), if !closing_now => {}
+                _ = stored.changed(), if closing_now => {}
+            }
+            continue;
+        }
+        for (id, delivery) in batch {
+            after = id;
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(cause) => {
+                    tracing::error!(sink = %lane.sink, id, "an outbox record cannot be read ({cause}): removed");
+                    lane.counters.unreadable();
+                    lane.settle(id, None);
+                    continue;
+                }
+            };
+            let Ok(room) = room.clone().acquire_owned().await else {
+                return;
+            };
+            lane.counters.queued();
+            // `queues` is never empty: `concurrency` is validated to be at least 1.
+            let queue = &queues[(delivery.ordering_key % queues.len() as u64) as usize];
+            let job = Job {
+                id,
+                delivery,
+                taken_at: Instant::now(),
+                _room: room,
+            };
+            if queue.send(job).is_err() {
+                tracing::error!(sink = %lane.sink, "a sink worker has stopped");
+                return;
+            }
         }
     }
+}
 
-    /// Stops taking work; the returned future finishes with the final
-    /// counters once the workers have delivered everything queued.
-    pub fn close(self) -> impl Future<Output = SinkStats> {
-        let SinkLane {
-            workers,
-            handles,
-            counters,
-            name,
-            ..
-        } = self;
-        drop(workers);
-        async move {
-            for handle in handles {
-                if let Err(error) = handle.await {
-                    tracing::error!(sink = %name, %error, "a sink worker ended abnormally");
-                }
-            }
-            counters.snapshot()
+impl Lane {
+    /// Removes delivery `id` from the outbox, storing `replacement` instead.
+    fn settle(&self, id: u64, replacement: Option<(SinkId, Delivery)>) {
+        if self.outbox.settle(self.id, id, replacement).is_err() {
+            // Stays stored: delivered again after the next start.
+            tracing::error!(sink = %self.sink, id, "the outbox has stopped; the delivery stays stored");
         }
     }
 }
 
 /// Delivers the jobs of some ordering keys, one at a time.
 struct Worker {
-    sink: Arc<str>,
+    lane: Lane,
     destination: Arc<Destination>,
     policy: DeliveryPolicy,
-    counters: Arc<SinkCounters>,
     failures: mpsc::Sender<FailedDelivery>,
 }
 
@@ -159,46 +209,51 @@ impl Worker {
     }
 
     /// Tries `job` until it is delivered, cannot succeed, or has used its
-    /// attempts; then reports a failure. The job's queue room is held until
-    /// the end, so a failing sink slows its submitters instead of piling up.
+    /// attempts; then settles it, or reports the failure, whose handler
+    /// settles it. The job's room is held until the end, so a failing sink
+    /// reads no further ahead.
     async fn deliver(&self, job: Job) {
         let Job {
+            id,
             delivery,
-            submitted_at,
+            taken_at,
             _room,
         } = job;
+        let (sink, counters) = (&self.lane.sink, &self.lane.counters);
         let mut attempt = 1;
         loop {
             let error = match self.attempt(&delivery).await {
                 Ok(()) => {
-                    self.counters.delivered(submitted_at.elapsed());
+                    counters.delivered(taken_at.elapsed());
+                    self.lane.settle(id, None);
                     return;
                 }
                 Err(error) => error,
             };
             if error.retryable && attempt < self.policy.attempts {
                 tracing::warn!(
-                    rule = %delivery.rule, sink = %self.sink, attempt, cause = %error.cause,
+                    rule = %delivery.rule, sink = %sink, attempt, cause = %error.cause,
                     "delivery failed; retrying"
                 );
-                self.counters.retried();
+                counters.retried();
                 tokio::time::sleep(backoff(&self.policy, attempt)).await;
                 attempt += 1;
                 continue;
             }
             tracing::error!(
-                rule = %delivery.rule, sink = %self.sink, attempt, cause = %error.cause,
+                rule = %delivery.rule, sink = %sink, attempt, cause = %error.cause,
                 "delivery failed; handing it to the rule's error action"
             );
-            self.counters.failed();
+            counters.failed();
             let failed = FailedDelivery {
-                sink: self.sink.to_string(),
+                sink: sink.to_string(),
+                id,
                 delivery,
                 cause: error.cause,
                 attempts: attempt,
             };
             if self.failures.send(failed).await.is_err() {
-                tracing::error!(sink = %self.sink, "nobody handles failed deliveries any more; dropped one");
+                tracing::error!(sink = %sink, id, "nobody handles failed deliveries any more; it stays stored");
             }
             return;
         }

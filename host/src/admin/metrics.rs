@@ -3,6 +3,7 @@
 //! histogram and running version), each sink, and the rule changes.
 
 use crate::actions::SinkStats;
+use crate::outbox::OutboxStats;
 use crate::pipeline::{IntakeStats, LATENCY_BOUNDS_MICROS, RuleReport};
 use crate::ruleset::ChangeHistory;
 use std::fmt::{Display, Write};
@@ -12,6 +13,8 @@ pub(super) struct Snapshot {
     pub intake: IntakeStats,
     pub rules: Vec<RuleReport>,
     pub sinks: Vec<(String, SinkStats)>,
+    /// `None` once the sinks have shut down.
+    pub outbox: Option<OutboxStats>,
     pub changes: ChangeHistory,
 }
 
@@ -148,7 +151,7 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
         (
             "rulegate_sink_queued",
             "gauge",
-            "Deliveries accepted and not yet finished.",
+            "Deliveries taken from the outbox and not yet finished.",
             |sink| sink.queued,
         ),
     ];
@@ -156,6 +159,44 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
         out.family(name, kind, help);
         for (sink, stats) in &snapshot.sinks {
             out.sample(name, &[("sink", sink)], value(stats));
+        }
+    }
+
+    if let Some(outbox) = &snapshot.outbox {
+        for (name, kind, help, value) in [
+            (
+                "rulegate_outbox_records",
+                "gauge",
+                "Outputs stored in the outbox and not yet settled.",
+                outbox.records,
+            ),
+            (
+                "rulegate_outbox_bytes",
+                "gauge",
+                "Bytes the stored outputs take.",
+                outbox.bytes,
+            ),
+            (
+                "rulegate_outbox_max_bytes",
+                "gauge",
+                "outbox.max_bytes.",
+                outbox.max_bytes,
+            ),
+            (
+                "rulegate_outbox_dropped_total",
+                "counter",
+                "Outputs dropped unsent to make room (outbox.when_full = \"drop_oldest\").",
+                outbox.dropped,
+            ),
+            (
+                "rulegate_outbox_commits_total",
+                "counter",
+                "Outbox transactions written to disk.",
+                outbox.commits,
+            ),
+        ] {
+            out.family(name, kind, help);
+            out.sample(name, &[], value);
         }
     }
 
@@ -226,6 +267,7 @@ mod tests {
             intake: IntakeStats::default(),
             rules: Vec::new(),
             sinks: vec![("archive".into(), SinkStats::default())],
+            outbox: Some(OutboxStats::default()),
             changes: ChangeHistory::default(),
         });
         assert!(
@@ -236,6 +278,10 @@ mod tests {
         );
         assert!(
             text.contains("rulegate_rule_changes_total{result=\"rejected\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE rulegate_outbox_records gauge\nrulegate_outbox_records 0\n"),
             "{text}"
         );
     }

@@ -179,16 +179,18 @@ async fn change_history(State(admin): AdminState) -> Json<Value> {
 
 async fn metrics(State(admin): AdminState) -> Response {
     let stats = admin.rules.stats();
+    let sinks = admin.sinks.upgrade();
     let snapshot = metrics::Snapshot {
         intake: stats.intake(),
         rules: stats.reports(),
-        sinks: admin
-            .sinks
-            .upgrade()
+        sinks: sinks
+            .as_ref()
             .map(|sinks| sinks.stats())
             .unwrap_or_default(),
+        outbox: sinks.as_ref().map(|sinks| sinks.outbox_stats()),
         changes: admin.rules.history(),
     };
+    drop(sinks);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics::render(&snapshot),

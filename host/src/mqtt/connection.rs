@@ -22,7 +22,11 @@ pub(super) enum Happening {
     Subscribed {
         refused: Vec<usize>,
     },
-    Message(Inbound),
+    /// A message, and the packet id its acknowledgement names.
+    Message {
+        message: Inbound,
+        pkid: u16,
+    },
     /// Our DISCONNECT went out.
     Disconnected,
     Other,
@@ -41,7 +45,8 @@ pub(super) enum Client {
     V5(mqtt5::AsyncClient),
 }
 
-/// Opens a connection (lazily: it connects on the first poll).
+/// Opens a connection (lazily: it connects on the first poll). Received QoS 1
+/// messages are acknowledged by the caller (see `receipts`).
 pub(super) fn connect(
     endpoint: &BrokerEndpoint,
     client_id: &str,
@@ -49,18 +54,16 @@ pub(super) fn connect(
 ) -> (Client, EventLoop) {
     match endpoint.version {
         MqttVersion::V311 => {
-            let (client, mut events) = rumqttc::AsyncClient::new(
-                endpoint.options(client_id, max_packet),
-                REQUEST_CAPACITY,
-            );
+            let mut options = endpoint.options(client_id, max_packet);
+            options.set_manual_acks(true);
+            let (client, mut events) = rumqttc::AsyncClient::new(options, REQUEST_CAPACITY);
             events.set_network_options(super::network_options());
             (Client::V311(client), EventLoop::V311(Box::new(events)))
         }
         MqttVersion::V5 => {
-            let (client, mut events) = mqtt5::AsyncClient::new(
-                endpoint.options_v5(client_id, max_packet),
-                REQUEST_CAPACITY,
-            );
+            let mut options = endpoint.options_v5(client_id, max_packet);
+            options.set_manual_acks(true);
+            let (client, mut events) = mqtt5::AsyncClient::new(options, REQUEST_CAPACITY);
             events.options.set_network_options(super::network_options());
             (Client::V5(client), EventLoop::V5(Box::new(events)))
         }
@@ -84,13 +87,17 @@ impl EventLoop {
                                 matches!(code, rumqttc::SubscribeReasonCode::Failure)
                             }),
                         },
-                        Event::Incoming(Packet::Publish(publish)) => Happening::Message(Inbound {
-                            topic: publish.topic,
-                            payload: publish.payload,
-                            qos: lift_qos(publish.qos),
-                            received_at_ms: unix_time_ms(),
-                            properties: MqttProperties::NONE,
-                        }),
+                        Event::Incoming(Packet::Publish(publish)) => Happening::Message {
+                            pkid: publish.pkid,
+                            message: Inbound {
+                                topic: publish.topic,
+                                payload: publish.payload,
+                                qos: lift_qos(publish.qos),
+                                received_at_ms: unix_time_ms(),
+                                properties: MqttProperties::NONE,
+                                receipt: None,
+                            },
+                        },
                         Event::Outgoing(Outgoing::Disconnect) => Happening::Disconnected,
                         _ => Happening::Other,
                     },
@@ -109,15 +116,19 @@ impl EventLoop {
                                 !matches!(code, packets5::SubscribeReasonCode::Success(_))
                             }),
                         },
-                        Event::Incoming(Packet::Publish(publish)) => Happening::Message(Inbound {
-                            topic: String::from_utf8_lossy(&publish.topic).into_owned(),
-                            payload: publish.payload,
-                            qos: lift_qos5(publish.qos),
-                            received_at_ms: unix_time_ms(),
-                            properties: publish
-                                .properties
-                                .map_or(MqttProperties::NONE, lift_properties),
-                        }),
+                        Event::Incoming(Packet::Publish(publish)) => Happening::Message {
+                            pkid: publish.pkid,
+                            message: Inbound {
+                                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                                payload: publish.payload,
+                                qos: lift_qos5(publish.qos),
+                                received_at_ms: unix_time_ms(),
+                                properties: publish
+                                    .properties
+                                    .map_or(MqttProperties::NONE, lift_properties),
+                                receipt: None,
+                            },
+                        },
                         Event::Outgoing(rumqttc::Outgoing::Disconnect) => Happening::Disconnected,
                         _ => Happening::Other,
                     },
@@ -198,6 +209,24 @@ impl Client {
                     )
                     .await
                     .map_err(|error| error.to_string())
+            }
+        }
+    }
+
+    /// Queues the acknowledgement of message `pkid` received with `qos`; fails
+    /// when the request queue is full.
+    pub(super) fn ack(&self, qos: QoS, pkid: u16) -> Result<(), String> {
+        match self {
+            Client::V311(client) => {
+                let mut publish = rumqttc::Publish::new("", lower_qos(qos), Vec::new());
+                publish.pkid = pkid;
+                client.try_ack(&publish).map_err(|error| error.to_string())
+            }
+            Client::V5(client) => {
+                let mut publish =
+                    mqtt5::mqttbytes::v5::Publish::new("", lower_qos5(qos), Vec::new(), None);
+                publish.pkid = pkid;
+                client.try_ack(&publish).map_err(|error| error.to_string())
             }
         }
     }

@@ -9,8 +9,10 @@
 //! `broker.protocol`; [`connection`] hides which.
 
 mod connection;
+mod receipts;
 
 pub use crate::config::MqttVersion;
+pub use receipts::Receipt;
 
 use crate::actions::Publisher;
 use crate::config::BrokerConfig;
@@ -18,6 +20,7 @@ use crate::message::{Property, QoS};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use connection::{Client, EventLoop, Happening};
+use receipts::AckQueue;
 use rulegate_sql::MqttProperties;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::collections::VecDeque;
@@ -38,6 +41,9 @@ pub struct Inbound {
     pub received_at_ms: u64,
     /// MQTT 5 publish properties; none on an MQTT 3.1.1 connection.
     pub properties: MqttProperties,
+    /// Acknowledges the message to the broker when the last clone is dropped;
+    /// `None` for QoS 0 and for messages that did not come from a broker.
+    pub receipt: Option<Receipt>,
 }
 
 /// Where to connect and how, resolved from [`BrokerConfig`].
@@ -225,8 +231,9 @@ fn tls_configuration(config: &BrokerConfig) -> anyhow::Result<TlsConfiguration> 
 /// changes, and sends each message into `inbound`, waiting when it is full.
 /// `subscribed` turns true once the broker acknowledged the first subscription
 /// (at once when there is nothing to subscribe to). Ends when `shutdown` turns
-/// true or `inbound` closes. The returned [`Egress`] publishes on the same
-/// connection.
+/// true or `inbound` closes. A QoS 1 message is acknowledged once its
+/// [`Inbound::receipt`] is dropped. The returned [`Egress`] publishes on the
+/// same connection.
 pub fn spawn_subscriber(
     endpoint: &BrokerEndpoint,
     client_id: &str,
@@ -248,6 +255,7 @@ pub fn spawn_subscriber(
     };
     let task = tokio::spawn(async move {
         let mut subscriptions = Subscriptions::new(filters.borrow_and_update().clone(), address);
+        let (mut acks, mut settled) = AckQueue::new();
         // A fixed list's sender is gone from the start: nothing to follow.
         let mut following = true;
         loop {
@@ -256,6 +264,10 @@ pub fn spawn_subscriber(
                     Some(happening) => happening,
                     None => break,
                 },
+                Some(position) = settled.recv() => {
+                    acks.settle(position, &client);
+                    continue;
+                }
                 changed = filters.changed(), if following => {
                     match changed {
                         Ok(()) => {
@@ -267,8 +279,11 @@ pub fn spawn_subscriber(
                     continue;
                 }
             };
+            // Acknowledgements a full request queue held back.
+            acks.flush(&client);
             match happening {
                 Happening::Connected { .. } => {
+                    acks.reconnected();
                     subscriptions.renew(&client);
                     if subscriptions.settled() {
                         let _ = subscribed.send(true);
@@ -280,7 +295,8 @@ pub fn spawn_subscriber(
                         let _ = subscribed.send(true);
                     }
                 }
-                Happening::Message(message) => {
+                Happening::Message { mut message, pkid } => {
+                    message.receipt = acks.receive(message.qos, pkid);
                     if inbound.send(message).await.is_err() {
                         break;
                     }

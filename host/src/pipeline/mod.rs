@@ -116,13 +116,13 @@ impl Pipeline {
         let failure_reports = tokio::spawn(worker::report_failed_deliveries(
             failures,
             rules.clone(),
-            Arc::downgrade(&sinks),
+            sinks.failure_settler(),
         ));
         let router = Router::new(settings, intake.clone(), sinks, published);
         let task = tokio::spawn(async move {
             router.run(inbound, swap_queue).await;
-            // The failure reporter ends when the sinks shut down and drop their
-            // sender; it is not waited for here.
+            // The failure reporter ends when the sinks shut down and close its
+            // channel; it is not waited for here.
             drop(failure_reports);
         });
         let stats = PipelineStats { intake, rules };

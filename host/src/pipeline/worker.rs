@@ -5,7 +5,7 @@
 
 use super::rule::CompiledRule;
 use super::{DEVICE_TOPICS_SINK, Job, Received, RuleList};
-use crate::actions::{Delivery, FailedDelivery, Sinks, SubmitError, Target};
+use crate::actions::{Delivery, FailedDelivery, FailureSettler, Sinks, SubmitError, Target};
 use crate::engine::RuleInstance;
 use crate::message::{Message, Output, Property};
 use base64::Engine as _;
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rulegate_sql::{MessageContext, Payload, Selected};
 use serde_json::json;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
@@ -107,7 +107,8 @@ impl Actions {
             payload,
             target,
         };
-        if let Err(error) = self.sinks.submit(sink, delivery).await {
+        let receipt = received.inbound.receipt.clone();
+        if let Err(error) = self.sinks.submit(sink, delivery, receipt).await {
             self.report(received, "Submit", sink, &error.to_string())
                 .await;
         }
@@ -142,7 +143,8 @@ impl Actions {
             payload: report,
             target: action.target(&received.context(), &[]),
         };
-        if let Err(error) = self.sinks.submit(&action.sink, delivery).await {
+        let receipt = received.inbound.receipt.clone();
+        if let Err(error) = self.sinks.submit(&action.sink, delivery, receipt).await {
             log_lost_report(&rule.name, &error);
         }
     }
@@ -283,73 +285,69 @@ fn error_report(
     Bytes::from(report.to_string())
 }
 
-/// Sends deliveries that the sinks gave up on to their rule's error action.
-/// Holds the sinks weakly: they shut down (and end this task) once the
-/// pipeline has finished, and a failure after that is only logged.
+/// Sends deliveries that the sinks gave up on to their rule's error action:
+/// the report takes the failed delivery's place in the outbox. Ends when the
+/// sinks have shut down and closed `failures`.
 pub(super) async fn report_failed_deliveries(
     mut failures: mpsc::Receiver<FailedDelivery>,
     rules: watch::Receiver<RuleList>,
-    sinks: Weak<Sinks>,
+    settler: FailureSettler,
 ) {
     while let Some(failed) = failures.recv().await {
-        // The rule's running version: the one that produced the delivery may
-        // have been replaced since.
-        let running = rules.borrow().clone();
-        let Some(rule) = running
-            .iter()
-            .find(|rule| *rule.name == *failed.delivery.rule)
-        else {
-            tracing::error!(
-                rule = &*failed.delivery.rule,
-                sink = failed.sink,
-                "failed delivery of an unknown rule: {}",
-                failed.cause
-            );
-            continue;
-        };
-        rule.counters.error();
-        tracing::error!(
-            rule = &*rule.name,
-            sink = failed.sink,
-            attempts = failed.attempts,
-            "delivery failed for good: {}",
-            failed.cause
-        );
-        let Some(action) = &rule.error_action else {
-            continue;
-        };
-        if action.sink == failed.sink {
-            // Reporting a sink's failure through the same sink would loop.
-            continue;
-        }
-        let report = error_report(
-            &rule.name,
-            None,
-            &failed.delivery.payload,
-            "Delivery",
-            &failed.sink,
-            &failed.cause,
-        );
-        let payload = Payload::parse(&report);
-        let context = MessageContext::new("", &payload, &report);
-        let delivery = Delivery {
-            rule: rule.name.clone(),
-            ordering_key: failed.delivery.ordering_key,
-            target: action.target(&context, &[] as &[Property]),
-            payload: report,
-        };
-        // Never wait on a sink here: the sinks wait on this task to take their
-        // failures, so waiting could close a circle.
-        let submitted = match sinks.upgrade() {
-            Some(sinks) => sinks.try_submit(&action.sink, delivery),
-            None => Err(SubmitError::Stopped {
-                sink: action.sink.clone(),
-            }),
-        };
-        if let Err(error) = submitted {
-            log_lost_report(&rule.name, &error);
+        let report = failure_report(&failed, &rules.borrow());
+        if let Err(error) = settler.settle(&failed, report) {
+            log_lost_report(&failed.delivery.rule, &error);
         }
     }
+}
+
+/// Counts and logs `failed` against its rule, and builds the report for the
+/// rule's error action: the sink and the delivery, when there is one.
+fn failure_report(failed: &FailedDelivery, running: &RuleList) -> Option<(String, Delivery)> {
+    // The rule's running version: the one that produced the delivery may
+    // have been replaced since.
+    let Some(rule) = running
+        .iter()
+        .find(|rule| *rule.name == *failed.delivery.rule)
+    else {
+        tracing::error!(
+            rule = &*failed.delivery.rule,
+            sink = failed.sink,
+            "failed delivery of an unknown rule: {}",
+            failed.cause
+        );
+        return None;
+    };
+    rule.counters.error();
+    tracing::error!(
+        rule = &*rule.name,
+        sink = failed.sink,
+        attempts = failed.attempts,
+        "delivery failed for good: {}",
+        failed.cause
+    );
+    let action = rule.error_action.as_ref()?;
+    if action.sink == failed.sink {
+        // Reporting a sink's failure through the same sink would loop.
+        return None;
+    }
+    let report = error_report(
+        &rule.name,
+        None,
+        &failed.delivery.payload,
+        "Delivery",
+        &failed.sink,
+        &failed.cause,
+    );
+    let payload = Payload::parse(&report);
+    let context = MessageContext::new("", &payload, &report);
+    let delivery = Delivery {
+        rule: rule.name.clone(),
+        ordering_key: failed.delivery.ordering_key,
+        target: action.target(&context, &[] as &[Property]),
+        payload: report,
+    };
+    Some((action.sink.clone(), delivery))
 }
 
 fn log_lost_report(rule: &str, error: &SubmitError) {

@@ -138,7 +138,7 @@ impl RuleSet {
             engine,
             pipeline,
             subscriptions: watch::Sender::new(Vec::new()),
-            uploads: ModuleStore::new(config.gateway.state_dir.as_deref()),
+            uploads: ModuleStore::new(config.gateway.state_dir().as_deref()),
             applied: tokio::sync::Mutex::new(Applied {
                 config: config.clone(),
                 fixed_sections,

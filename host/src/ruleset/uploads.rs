@@ -12,12 +12,9 @@ pub(crate) struct ModuleStore {
 }
 
 impl ModuleStore {
-    /// The store under `state_dir`, else under the default state directory.
+    /// The store under `state_dir`; none without one.
     pub(crate) fn new(state_dir: Option<&Path>) -> Self {
-        let dir = state_dir
-            .map(Path::to_owned)
-            .or_else(default_state_dir)
-            .map(|dir| dir.join("modules"));
+        let dir = state_dir.map(|dir| dir.join("modules"));
         ModuleStore { dir }
     }
 
@@ -66,20 +63,6 @@ impl ModuleStore {
             .map(|()| true)
             .map_err(|error| format!("removing {}: {error}", path.display()))
     }
-}
-
-/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
-/// `$XDG_STATE_HOME/rulegate`, else `$HOME/.local/state/rulegate`.
-fn default_state_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
-        return Some(PathBuf::from(dir));
-    }
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
-        })?;
-    Some(base.join("rulegate"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,418 @@
+//! The outbox: rule outputs on their way to the sinks, kept in an embedded
+//! database (redb) so that a crash, a power cut or a dead sink loses none.
+//!
+//! Every delivery is appended here before the message that produced it is
+//! acknowledged to the broker: one writer task commits appends in batches
+//! (one fsync for many outputs) and only then drops their receipts. Each
+//! sink reads its own table in id order ([`Outbox::read`]) and settles a
+//! delivery once the service has it, or once its failure report took its
+//! place in the same transaction. After a restart the sinks simply start
+//! reading again: what was stored is delivered.
+//!
+//! An outbox that holds nothing when the gateway stops is removed.
+//!
+//! The outbox is bounded (`max_bytes`); when it is full it either stops
+//! taking appends, so the pipeline and then the intake wait and the broker
+//! holds the messages, or drops the oldest deliveries and counts them.
+
+mod store;
+
+use crate::actions::Delivery;
+use crate::mqtt::Receipt;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Batch, Store};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Requests one commit takes at most, so that receipts are released steadily.
+const MAX_BATCH: usize = 4096;
+/// Appends waiting for the writer; when full, submitters wait.
+const APPEND_QUEUE: usize = 8192;
+/// The wait before a failed commit (a full or failing disk) is tried again.
+const RETRY_COMMIT_AFTER: Duration = Duration::from_secs(1);
+
+/// What to do when the outbox holds `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Take no more outputs until deliveries make room: the rules, then the
+    /// intake wait, and the broker keeps the unacknowledged messages.
+    #[default]
+    StopIntake,
+    /// Remove the oldest stored deliveries to make room, counting each.
+    DropOldest,
+}
+
+/// Where the outbox lives and how large it may grow.
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+/// A sink's position in the outbox, given by [`Outbox::open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkId(usize);
+
+/// The outbox's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Deliveries stored for the configured sinks, not yet settled.
+    pub records: u64,
+    /// Bytes those deliveries take, keys included.
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Deliveries removed unsent to make room (`when_full = "drop_oldest"`).
+    pub dropped: u64,
+    /// Transactions committed.
+    pub commits: u64,
+}
+
+/// A handle on the outbox; cheap to clone. The writer ends once every handle
+/// is dropped, after committing what they sent.
+#[derive(Clone)]
+pub struct Outbox {
+    appends: mpsc::Sender<Request>,
+    settles: mpsc::UnboundedSender<Settle>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    db: Arc<redb::Database>,
+    /// Table name and wake-up of each sink, by [`SinkId`].
+    sinks: Vec<(String, Notify)>,
+    /// Stored deliveries of the configured sinks; the sinks' readers watch it
+    /// to know when everything is delivered.
+    records: watch::Sender<u64>,
+    bytes: AtomicU64,
+    dropped: AtomicU64,
+    commits: AtomicU64,
+    max_bytes: u64,
+}
+
+/// What goes through the writer's queue of appends, in order.
+enum Request {
+    Append {
+        sink: SinkId,
+        delivery: Delivery,
+        /// Dropped once the delivery is on disk: acknowledges its message.
+        receipt: Option<Receipt>,
+    },
+    /// Answered once every append queued before it is on disk.
+    Sync(oneshot::Sender<()>),
+}
+
+/// A finished delivery to remove and, when it has one, the delivery (its
+/// failure report) to store in its place in the same transaction.
+struct Settle {
+    sink: SinkId,
+    id: u64,
+    replacement: Option<(SinkId, Delivery)>,
+}
+
+/// The outbox has stopped; nothing more can be stored.
+#[derive(Debug, thiserror::Error)]
+#[error("the outbox has stopped")]
+pub struct OutboxClosed;
+
+impl Outbox {
+    /// Opens the outbox for `sinks` (in the order their [`SinkId`]s follow)
+    /// and starts its writer. Deliveries stored before are kept and counted.
+    pub fn open(
+        settings: &OutboxSettings,
+        sinks: &[String],
+    ) -> anyhow::Result<(Outbox, JoinHandle<()>)> {
+        let store = Store::open(&settings.path, sinks)
+            .map_err(|error| error.context(format!("outbox {}", settings.path.display())))?;
+        let usage = store.usage().clone();
+        let shared = Arc::new(Shared {
+            db: store.database(),
+            sinks: (0..sinks.len())
+                .map(|sink| (store.table(SinkId(sink)).to_owned(), Notify::new()))
+                .collect(),
+            records: watch::Sender::new(usage.records.iter().sum()),
+            bytes: AtomicU64::new(usage.bytes),
+            dropped: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            max_bytes: settings.max_bytes,
+        });
+        let (appends, append_queue) = mpsc::channel(APPEND_QUEUE);
+        let (settles, settle_queue) = mpsc::unbounded_channel();
+        let writer = Writer {
+            store: Arc::new(Mutex::new(store)),
+            shared: shared.clone(),
+            when_full: settings.when_full,
+            path: settings.path.clone(),
+        };
+        let task = tokio::spawn(writer.run(append_queue, settle_queue));
+        let outbox = Outbox {
+            appends,
+            settles,
+            shared,
+        };
+        Ok((outbox, task))
+    }
+
+    /// The id of the `position`-th sink given to [`Outbox::open`].
+    pub fn sink(&self, position: usize) -> SinkId {
+        assert!(position < self.shared.sinks.len(), "no sink at {position}");
+        SinkId(position)
+    }
+
+    /// Stores `delivery` for `sink`; `receipt` is released once it is on
+    /// disk. Waits while the writer is behind or the outbox is full.
+    pub async fn append(
+        &self,
+        sink: SinkId,
+        delivery: Delivery,
+        receipt: Option<Receipt>,
+    ) -> Result<(), OutboxClosed> {
+        let append = Request::Append {
+            sink,
+            delivery,
+            receipt,
+        };
+        self.appends.send(append).await.map_err(|_| OutboxClosed)
+    }
+
+    /// Returns once everything appended before the call is on disk.
+    pub async fn sync(&self) -> Result<(), OutboxClosed> {
+        let (synced, done) = oneshot::channel();
+        self.appends
+            .send(Request::Sync(synced))
+            .await
+            .map_err(|_| OutboxClosed)?;
+        done.await.map_err(|_| OutboxClosed)
+    }
+
+    /// Removes delivery `id` of `sink`, which is finished; with a
+    /// `replacement`, stores that in the same transaction. Never waits, and
+    /// is taken even when the outbox is full.
+    pub fn settle(
+        &self,
+        sink: SinkId,
+        id: u64,
+        replacement: Option<(SinkId, Delivery)>,
+    ) -> Result<(), OutboxClosed> {
+        let settle = Settle {
+            sink,
+            id,
+            replacement,
+        };
+        self.settles.send(settle).map_err(|_| OutboxClosed)
+    }
+
+    /// Up to `limit` of `sink`'s deliveries with ids above `after`, in order;
+    /// a record that cannot be decoded comes as its error.
+    pub async fn read(
+        &self,
+        sink: SinkId,
+        after: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, Result<Delivery, String>)>> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            store::read(&shared.db, &shared.sinks[sink.0].0, after, limit)
+        })
+        .await?
+    }
+
+    /// Resolves after the next commit that stored deliveries for `sink` (at
+    /// once when one came since the last call).
+    pub async fn stored(&self, sink: SinkId) {
+        self.shared.sinks[sink.0].1.notified().await;
+    }
+
+    /// The number of stored deliveries of the configured sinks, as it changes.
+    pub fn records(&self) -> watch::Receiver<u64> {
+        self.shared.records.subscribe()
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        let shared = &self.shared;
+        OutboxStats {
+            records: *shared.records.borrow(),
+            bytes: shared.bytes.load(Ordering::Relaxed),
+            max_bytes: shared.max_bytes,
+            dropped: shared.dropped.load(Ordering::Relaxed),
+            commits: shared.commits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the writer took for one commit.
+#[derive(Default)]
+struct Taken {
+    batch: Batch,
+    receipts: Vec<Receipt>,
+    syncs: Vec<oneshot::Sender<()>>,
+}
+
+impl Taken {
+    fn add(&mut self, request: Request) {
+        match request {
+            Request::Append {
+                sink,
+                delivery,
+                receipt,
+            } => {
+                self.batch.appends.push((sink, delivery));
+                self.receipts.extend(receipt);
+            }
+            Request::Sync(synced) => self.syncs.push(synced),
+        }
+    }
+}
+
+/// The one task that writes: takes appends and settles, commits them in
+/// batches, then releases receipts and wakes the sinks.
+struct Writer {
+    /// Locked only by the writer, around each commit on a blocking thread.
+    store: Arc<Mutex<Store>>,
+    shared: Arc<Shared>,
+    when_full: WhenFull,
+    /// The database file, for logs.
+    path: PathBuf,
+}
+
+impl Writer {
+    async fn run(
+        self,
+        mut appends: mpsc::Receiver<Request>,
+        mut settles: mpsc::UnboundedReceiver<Settle>,
+    ) {
+        let mut paused = false;
+        loop {
+            let full = self.when_full == WhenFull::StopIntake
+                && self.usage().bytes >= self.shared.max_bytes;
+            // With nothing left that could settle, waiting for room would be forever.
+            let take_appends = !full || settles.is_closed();
+            if paused != !take_appends {
+                paused = !take_appends;
+                self.log_pause(paused);
+            }
+            let mut taken = Taken::default();
+            tokio::select! {
+                biased;
+                Some(settle) = settles.recv() => taken.batch.settles.push(settle),
+                Some(request) = appends.recv(), if take_appends => taken.add(request),
+                // Both queues closed and empty: every handle is gone.
+                else => return self.close(),
+            }
+            while taken.batch.len() < MAX_BATCH {
+                if let Ok(settle) = settles.try_recv() {
+                    taken.batch.settles.push(settle);
+                } else if let Some(request) =
+                    take_appends.then(|| appends.try_recv().ok()).flatten()
+                {
+                    taken.add(request);
+                } else {
+                    break;
+                }
+            }
+            let Taken {
+                batch,
+                receipts,
+                syncs,
+            } = taken;
+            if batch.len() > 0 {
+                self.commit(batch).await;
+            }
+            // On disk: the messages behind these outputs may be acknowledged.
+            drop(receipts);
+            for sync in syncs {
+                let _ = sync.send(());
+            }
+        }
+    }
+
+    /// Commits `batch`, trying again until it succeeds: a delivery taken is
+    /// never dropped, and meanwhile nothing is acknowledged.
+    async fn commit(&self, mut batch: Batch) {
+        let (max_bytes, when_full) = (self.shared.max_bytes, self.when_full);
+        loop {
+            let store = self.store.clone();
+            let (returned, result) = tokio::task::spawn_blocking(move || {
+                let result = lock(&store).commit(&batch, max_bytes, when_full);
+                (batch, result)
+            })
+            .await
+            .expect("an outbox commit does not panic");
+            batch = returned;
+            match result {
+                Ok(committed) => return self.committed(committed),
+                Err(error) => {
+                    tracing::error!(
+                        outbox = %self.path.display(),
+                        "writing the outbox: {error:#}; trying again in {RETRY_COMMIT_AFTER:?}"
+                    );
+                    tokio::time::sleep(RETRY_COMMIT_AFTER).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes the new usage and wakes the sinks that got deliveries.
+    fn committed(&self, committed: store::Committed) {
+        let shared = &self.shared;
+        let usage = self.usage();
+        shared.commits.fetch_add(1, Ordering::Relaxed);
+        shared.bytes.store(usage.bytes, Ordering::Relaxed);
+        shared.records.send_replace(usage.records.iter().sum());
+        if committed.dropped > 0 {
+            shared
+                .dropped
+                .fetch_add(committed.dropped, Ordering::Relaxed);
+            tracing::warn!(
+                outbox = %self.path.display(),
+                dropped = committed.dropped,
+                "outbox full: dropped the oldest deliveries (outbox.when_full = \"drop_oldest\")"
+            );
+        }
+        for sink in committed.appended_to {
+            shared.sinks[sink.0].1.notify_one();
+        }
+    }
+
+    fn usage(&self) -> store::Usage {
+        lock(&self.store).usage().clone()
+    }
+
+    /// Every handle is gone: an outbox that holds nothing is removed, so a
+    /// state directory keeps only outboxes with something to deliver.
+    fn close(self) {
+        if !lock(&self.store).holds_nothing() {
+            return;
+        }
+        drop(self.store);
+        drop(self.shared);
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            tracing::warn!(outbox = %self.path.display(), "removing the empty outbox: {error}");
+        }
+    }
+
+    fn log_pause(&self, paused: bool) {
+        if paused {
+            tracing::warn!(
+                outbox = %self.path.display(),
+                max_bytes = self.shared.max_bytes,
+                "outbox full: taking no more outputs until deliveries make room"
+            );
+        } else {
+            tracing::info!(outbox = %self.path.display(), "outbox has room again");
+        }
+    }
+}
+
+/// The store, also after a panic elsewhere: its state is only replaced by a
+/// commit that succeeded.
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,392 @@
+//! The outbox's database: one redb table per sink, deliveries under increasing
+//! ids, each encoded with postcard behind a format byte. Synchronous; the
+//! outbox runs it on blocking threads.
+
+use super::{Settle, SinkId, WhenFull};
+use crate::actions::Delivery;
+use anyhow::Context as _;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _};
+use redb::{TableDefinition, TableHandle as _};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Bumped when [`Delivery`]'s encoding changes, so an old record is refused by
+/// name instead of being misread.
+const FORMAT: u8 = 1;
+/// Table names are this prefix and the sink's name.
+const TABLE_PREFIX: &str = "deliveries:";
+
+type Records<'a> = TableDefinition<'a, u64, &'static [u8]>;
+
+/// A write the outbox commits in one transaction.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) appends: Vec<(SinkId, Delivery)>,
+    pub(super) settles: Vec<Settle>,
+}
+
+impl Batch {
+    pub(super) fn len(&self) -> usize {
+        self.appends.len() + self.settles.len()
+    }
+}
+
+/// What a committed batch changed.
+pub(super) struct Committed {
+    /// The sinks that got new deliveries.
+    pub(super) appended_to: Vec<SinkId>,
+    /// Old deliveries removed to make room (`when_full = "drop_oldest"`).
+    pub(super) dropped: u64,
+}
+
+/// How full the outbox is; kept by the one writer, so never read back from disk.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Usage {
+    /// Stored deliveries per configured sink, by [`SinkId`].
+    pub(super) records: Vec<u64>,
+    /// Encoded bytes of all stored deliveries, keys included.
+    pub(super) bytes: u64,
+}
+
+pub(super) struct Store {
+    db: Arc<Database>,
+    /// Table name by [`SinkId`].
+    tables: Vec<String>,
+    usage: Usage,
+    /// Deliveries of sinks that are not configured now, found at open.
+    foreign_records: u64,
+    next_id: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` for `sinks`, and counts what
+    /// it holds. Tables of sinks that are no longer configured are left alone.
+    pub(super) fn open(path: &Path, sinks: &[String]) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the directory {}", dir.display()))?;
+        }
+        let db = Database::create(path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
+                "another gateway process uses it: give each gateway its own `gateway.state_dir` or `outbox.path`"
+            ),
+            error => anyhow::Error::new(error),
+        })?;
+        let tables: Vec<String> = sinks
+            .iter()
+            .map(|sink| format!("{TABLE_PREFIX}{sink}"))
+            .collect();
+        let mut store = Store {
+            db: Arc::new(db),
+            tables,
+            usage: Usage {
+                records: vec![0; sinks.len()],
+                bytes: 0,
+            },
+            foreign_records: 0,
+            next_id: 1,
+        };
+        store.count()?;
+        Ok(store)
+    }
+
+    /// Fills in the usage and the next id from what the tables hold, and logs
+    /// deliveries left from before.
+    fn count(&mut self) -> anyhow::Result<()> {
+        let txn = self.db.begin_read()?;
+        for handle in txn.list_tables()? {
+            let name = handle.name();
+            let Some(sink) = name.strip_prefix(TABLE_PREFIX) else {
+                continue;
+            };
+            let table = txn.open_table(Records::new(name))?;
+            let mut records = 0u64;
+            for entry in table.iter()? {
+                let (id, value) = entry?;
+                records += 1;
+                self.usage.bytes += record_size(value.value());
+                self.next_id = self.next_id.max(id.value() + 1);
+            }
+            match self.tables.iter().position(|table| table == name) {
+                Some(position) => {
+                    self.usage.records[position] = records;
+                    if records > 0 {
+                        tracing::info!(sink, records, "delivering what the outbox held at start");
+                    }
+                }
+                None if records > 0 => {
+                    self.foreign_records += records;
+                    tracing::warn!(
+                        sink,
+                        records,
+                        "the outbox holds deliveries for a sink that is no longer configured; they wait until it is"
+                    );
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// Whether no table holds a delivery.
+    pub(super) fn holds_nothing(&self) -> bool {
+        self.foreign_records == 0 && self.usage.records.iter().all(|&records| records == 0)
+    }
+
+    pub(super) fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    pub(super) fn table(&self, sink: SinkId) -> &str {
+        &self.tables[sink.0]
+    }
+
+    /// Writes `batch` durably (fsync) in one transaction. With
+    /// [`WhenFull::DropOldest`], the oldest deliveries go until the stored
+    /// bytes are within `max_bytes` again. On error nothing of it is written.
+    pub(super) fn commit(
+        &mut self,
+        batch: &Batch,
+        max_bytes: u64,
+        when_full: WhenFull,
+    ) -> anyhow::Result<Committed> {
+        let txn = self.db.begin_write()?;
+        let mut writing = Writing {
+            txn: &txn,
+            tables: &self.tables,
+            usage: self.usage.clone(),
+            next_id: self.next_id,
+            appended_to: Vec::new(),
+        };
+        for (sink, delivery) in &batch.appends {
+            writing.append(*sink, delivery)?;
+        }
+        for settle in &batch.settles {
+            writing.remove(settle.sink, settle.id)?;
+            if let Some((sink, delivery)) = &settle.replacement {
+                writing.append(*sink, delivery)?;
+            }
+        }
+        let mut dropped = 0;
+        if when_full == WhenFull::DropOldest {
+            while writing.usage.bytes > max_bytes && writing.drop_oldest()? {
+                dropped += 1;
+            }
+        }
+        let Writing {
+            usage,
+            next_id,
+            appended_to,
+            ..
+        } = writing;
+        txn.commit()?;
+        self.usage = usage;
+        self.next_id = next_id;
+        Ok(Committed {
+            appended_to,
+            dropped,
+        })
+    }
+}
+
+/// One write transaction under way, and the usage it will leave.
+struct Writing<'a> {
+    txn: &'a redb::WriteTransaction,
+    tables: &'a [String],
+    usage: Usage,
+    next_id: u64,
+    appended_to: Vec<SinkId>,
+}
+
+impl Writing<'_> {
+    fn append(&mut self, sink: SinkId, delivery: &Delivery) -> anyhow::Result<()> {
+        let value = encode(delivery)?;
+        self.txn
+            .open_table(Records::new(&self.tables[sink.0]))?
+            .insert(self.next_id, value.as_slice())?;
+        self.next_id += 1;
+        self.usage.records[sink.0] += 1;
+        self.usage.bytes += record_size(&value);
+        if !self.appended_to.contains(&sink) {
+            self.appended_to.push(sink);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, sink: SinkId, id: u64) -> anyhow::Result<()> {
+        let mut table = self.txn.open_table(Records::new(&self.tables[sink.0]))?;
+        // Gone already when `drop_oldest` took it.
+        if let Some(removed) = table.remove(id)? {
+            self.usage.records[sink.0] -= 1;
+            self.usage.bytes -= record_size(removed.value());
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest delivery of all sinks; false when there is none.
+    fn drop_oldest(&mut self) -> anyhow::Result<bool> {
+        let mut oldest: Option<(u64, usize)> = None;
+        for (position, name) in self.tables.iter().enumerate() {
+            let table = self.txn.open_table(Records::new(name))?;
+            if let Some((id, _)) = table.first()? {
+                let id = id.value();
+                if oldest.is_none_or(|(oldest_id, _)| id < oldest_id) {
+                    oldest = Some((id, position));
+                }
+            }
+        }
+        let Some((id, position)) = oldest else {
+            return Ok(false);
+        };
+        self.remove(SinkId(position), id)?;
+        Ok(true)
+    }
+}
+
+/// Up to `limit` deliveries of table `table` with ids above `after`, in id
+/// order; a record that cannot be decoded comes as its error.
+pub(super) fn read(
+    db: &Database,
+    table: &str,
+    after: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<(u64, Result<Delivery, String>)>> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(Records::new(table)) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let mut deliveries = Vec::new();
+    for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+        let (id, value) = entry?;
+        deliveries.push((id.value(), decode(value.value())));
+    }
+    Ok(deliveries)
+}
+
+fn record_size(value: &[u8]) -> u64 {
+    // The key is a u64.
+    value.len() as u64 + 8
+}
+
+fn encode(delivery: &Delivery) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = postcard::to_stdvec(delivery).context("encoding a delivery")?;
+    bytes.insert(0, FORMAT);
+    Ok(bytes)
+}
+
+fn decode(bytes: &[u8]) -> Result<Delivery, String> {
+    match bytes.split_first() {
+        Some((&FORMAT, record)) => postcard::from_bytes(record).map_err(|error| error.to_string()),
+        Some((format, _)) => Err(format!(
+            "stored in format {format}; this gateway reads format {FORMAT}"
+        )),
+        None => Err("empty record".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Target;
+    use bytes::Bytes;
+
+    fn delivery(payload: &str) -> Delivery {
+        Delivery {
+            rule: "archive".into(),
+            ordering_key: 7,
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            target: Target::Object {
+                key: format!("key/{payload}"),
+            },
+        }
+    }
+
+    fn payloads(store: &Store, sink: SinkId) -> Vec<String> {
+        read(&store.database(), store.table(sink), 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, delivery)| String::from_utf8(delivery.unwrap().payload.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn deliveries_survive_reopening_and_settled_ones_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.redb");
+        let sinks = ["a".to_owned(), "b".to_owned()];
+        let (a, b) = (SinkId(0), SinkId(1));
+        {
+            let mut store = Store::open(&path, &sinks).unwrap();
+            let batch = Batch {
+                appends: vec![(a, delivery("1")), (b, delivery("2")), (a, delivery("3"))],
+                settles: Vec::new(),
+            };
+            store
+                .commit(&batch, u64::MAX, WhenFull::StopIntake)
+                .unwrap();
+            // Delivery 1 failed for good; its report goes to sink b instead.
+            let settle = Batch {
+                appends: Vec::new(),
+                settles: vec![Settle {
+                    sink: a,
+                    id: 1,
+                    replacement: Some((b, delivery("report"))),
+                }],
+            };
+            store
+                .commit(&settle, u64::MAX, WhenFull::StopIntake)
+                .unwrap();
+        }
+        let store = Store::open(&path, &sinks).unwrap();
+        assert_eq!(payloads(&store, a), ["3"]);
+        assert_eq!(payloads(&store, b), ["2", "report"]);
+        assert_eq!(store.usage().records, [1, 2]);
+        // Ids keep increasing across restarts.
+        assert_eq!(store.next_id, 5);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_deliveries_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = ["a".to_owned(), "b".to_owned()];
+        let mut store = Store::open(&dir.path().join("outbox.redb"), &sinks).unwrap();
+        let one = record_size(&encode(&delivery("0")).unwrap());
+        let appends = (0..10)
+            .map(|n| (SinkId(n % 2), delivery(&n.to_string())))
+            .collect();
+        let batch = Batch {
+            appends,
+            settles: Vec::new(),
+        };
+        let committed = store.commit(&batch, 4 * one, WhenFull::DropOldest).unwrap();
+        assert_eq!(committed.dropped, 6);
+        assert_eq!(payloads(&store, SinkId(0)), ["6", "8"]);
+        assert_eq!(payloads(&store, SinkId(1)), ["7", "9"]);
+        assert_eq!(store.usage().bytes, 4 * one);
+    }
+
+    #[test]
+    fn a_second_process_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.redb");
+        let _first = Store::open(&path, &[]).unwrap();
+        let error = Store::open(&path, &[]).err().unwrap().to_string();
+        assert!(error.contains("another gateway process"), "{error}");
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_refused_by_name() {
+        let mut bytes = encode(&delivery("1")).unwrap();
+        bytes[0] = 9;
+        assert_eq!(
+            decode(&bytes).unwrap_err(),
+            "stored in format 9; this gateway reads format 1"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! Never losing a message: the gateway killed with SIGKILL mid-stream and the
+//! broker restarted mid-stream, against real Mosquitto and S3 (moto). Every
+//! reading goes to its own S3 key in a versioned bucket, so a test counts
+//! what arrived (keys), what arrived twice (versions beyond one per key) and
+//! what was lost (readings without a key).
+
+mod harness;
+
+use harness::mosquitto::Mosquitto;
+use harness::moto::Moto;
+use rulegate::config::GatewayConfig;
+use rulegate::gateway::Gateway;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+const BUCKET: &str = "readings";
+/// Readings per test, published at [`RATE`] so that a fault lands mid-stream.
+const READINGS: u64 = 3_000;
+const RATE: u64 = 500;
+
+/// A gateway's directory: its configuration (archive every reading to S3
+/// under `readings/<seq>`) and its state directory, which holds the outbox.
+struct Site {
+    dir: TempDir,
+}
+
+impl Site {
+    fn new(mosquitto: &Mosquitto, moto: &Moto) -> Site {
+        let dir = tempfile::tempdir().expect("a directory for the gateway");
+        let config = format!(
+            r#"
+[gateway]
+state_dir = "state"
+stats_interval_secs = 0
+watch = false
+
+[broker]
+url = "{broker}"
+client_id = "durable-{id}"
+
+[sinks.archive]
+type = "s3"
+bucket = "{BUCKET}"
+endpoint = "{endpoint}"
+path_style = true
+region = "us-east-1"
+initial_backoff_ms = 50
+max_backoff_ms = 1000
+
+[[rules]]
+name = "archive"
+sql = "SELECT * FROM 'sensors/+/reading'"
+[[rules.actions]]
+sink = "archive"
+key = "readings/${{seq}}"
+"#,
+            broker = mosquitto.url(),
+            id = uuid::Uuid::new_v4().simple(),
+            endpoint = moto.endpoint(),
+        );
+        std::fs::write(dir.path().join("gateway.toml"), config).expect("writing the config");
+        Site { dir }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    fn config(&self) -> GatewayConfig {
+        GatewayConfig::load(&self.config_path()).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Runs `rulegate run` on this site, its log appended to `gateway.log`.
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .expect("opening the gateway log");
+        Command::new(env!("CARGO_BIN_EXE_rulegate"))
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting rulegate run")
+    }
+
+    /// Runs `rulegate run` and waits until it is subscribed: only then does
+    /// the broker keep messages for its session.
+    fn spawn_ready(&self) -> Child {
+        let gateway = self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains("gateway ready") {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gateway
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+/// A device that publishes readings `{"seq": n}` with QoS 1 at `RATE` per
+/// second and keeps its session (and its unacknowledged publishes) across a
+/// broker restart.
+fn publish_readings(port: u16) -> JoinHandle<()> {
+    let mut options = MqttOptions::new("durable-device", "127.0.0.1", port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    tokio::spawn(async move {
+        let publishing = async {
+            let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+            for seq in 0..READINGS {
+                ticks.tick().await;
+                let payload = format!(r#"{{"seq":{seq}}}"#);
+                client
+                    .publish("sensors/s1/reading", QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("queueing a reading");
+            }
+            std::future::pending::<()>().await;
+        };
+        // The event loop sends what is queued, and again after a reconnection.
+        let connection = async {
+            loop {
+                if events.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        tokio::join!(publishing, connection);
+    })
+}
+
+/// What reached S3 of the `READINGS` readings.
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    delivered: usize,
+    duplicated: usize,
+    lost: usize,
+    /// The first few readings without a key.
+    missing: Vec<u64>,
+}
+
+/// Waits until every reading has its key in S3 (or `within` passes), then
+/// counts.
+async fn tally(moto: &Moto, within: Duration) -> Tally {
+    let deadline = Instant::now() + within;
+    let keys = loop {
+        let keys = moto.list_keys(BUCKET).await;
+        if keys.len() as u64 >= READINGS || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let versions = moto.count_versions(BUCKET).await;
+    let missing = (0..READINGS)
+        .filter(|seq| keys.binary_search(&format!("readings/{seq}")).is_err())
+        .take(20)
+        .collect();
+    Tally {
+        delivered: keys.len(),
+        duplicated: versions - keys.len(),
+        lost: READINGS as usize - keys.len(),
+        missing,
+    }
+}
+
+async fn wait_for_keys(moto: &Moto, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while moto.list_keys(BUCKET).await.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {count} readings in S3"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn outbox_files(state: &Path) -> usize {
+    std::fs::read_dir(state).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("outbox-"))
+            .count()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
+    let mosquitto = Mosquitto::start();
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    moto.enable_versioning(BUCKET).await;
+    let site = Site::new(&mosquitto, &moto);
+
+    let mut gateway = site.spawn_ready();
+    let device = publish_readings(mosquitto.port());
+    wait_for_keys(&moto, 300).await;
+    gateway.kill().expect("kill -9 the gateway");
+    gateway.wait().expect("reaping the gateway");
+    let at_kill = moto.list_keys(BUCKET).await.len();
+    // The device goes on publishing; the broker keeps the gateway's share.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut gateway = site.spawn();
+    let tally = tally(&moto, Duration::from_secs(90)).await;
+    device.abort();
+    println!("kill -9 after {at_kill} readings in S3: sent {READINGS}, {tally:?}");
+    assert!(
+        (at_kill as u64) < READINGS,
+        "the kill came after the stream ended"
+    );
+    assert_eq!(tally.lost, 0, "{tally:?}; gateway log:\n{}", site.log());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &gateway.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    assert!(gateway.wait().expect("reaping the gateway").success());
+    assert_eq!(
+        outbox_files(&site.dir.path().join("state")),
+        0,
+        "an emptied outbox is removed at a clean stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_loses_nothing() {
+    let mut mosquitto = Mosquitto::start_persistent();
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    moto.enable_versioning(BUCKET).await;
+    let site = Site::new(&mosquitto, &moto);
+    let gateway = Gateway::start(site.config(), Some(moto.sdk_config().await))
+        .await
+        .expect("starting the gateway");
+
+    let device = publish_readings(mosquitto.port());
+    wait_for_keys(&moto, 300).await;
+    mosquitto.restart_gracefully();
+    let at_restart = moto.list_keys(BUCKET).await.len();
+
+    let tally = tally(&moto, Duration::from_secs(90)).await;
+    device.abort();
+    println!("broker restart after {at_restart} readings in S3: sent {READINGS}, {tally:?}");
+    assert!(
+        (at_restart as u64) < READINGS,
+        "the restart came after the stream ended"
+    );
+    assert_eq!(tally.lost, 0, "{tally:?}");
+    gateway.shutdown().await.expect("stopping the gateway");
+}
