@@ -30,7 +30,8 @@ use tokio::sync::watch;
 struct Cli {
     /// Log filter, in `tracing` env-filter syntax (e.g. `info`, `rulegate=debug`)
     /// [default: `info` for `run`, `warn` otherwise; the embedded broker's own log
-    /// is off unless named, e.g. `rumqttd=warn`]
+    /// is off unless named, e.g. `rumqttd=warn`; the AWS SDK logs at `info` at
+    /// most unless named, e.g. `aws_smithy_runtime=debug`]
     #[arg(long, global = true, env = "RULEGATE_LOG")]
     log: Option<String>,
     #[command(subcommand)]
@@ -274,6 +275,19 @@ fn parse_config_entry(entry: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{entry}` is not KEY=VALUE"))
 }
 
+/// `requested`, with the AWS SDK held at `info` unless it names the SDK
+/// itself: at `debug` the SDK logs each request's credentials identity,
+/// access key id included, and the log is no place for credentials.
+fn log_filter(requested: &str) -> String {
+    if requested.contains("aws") {
+        requested.to_owned()
+    } else {
+        // A target directive matches every target it prefixes: aws_config,
+        // aws_sdk_s3, aws_sigv4, aws_smithy_runtime, ...
+        format!("{requested},aws=info")
+    }
+}
+
 /// Exit status of `sql eval` for a statement that does not compile.
 const INVALID_SQL: u8 = 2;
 
@@ -284,7 +298,7 @@ fn main() -> ExitCode {
         _ => "warn,rumqttd=off",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(cli.log.as_deref().unwrap_or(default_log))
+        .with_env_filter(log_filter(cli.log.as_deref().unwrap_or(default_log)))
         .with_writer(std::io::stderr)
         .init();
     match run(cli.command) {

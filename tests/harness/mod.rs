@@ -5,6 +5,7 @@
 
 pub mod mosquitto;
 pub mod moto;
+pub mod pki;
 pub mod recorder;
 
 use std::path::{Path, PathBuf};

@@ -16,6 +16,17 @@ use tempfile::TempDir;
 
 pub struct Mosquitto {
     server: LocalServer,
+    /// The TLS listener's port, when the broker has one.
+    tls_port: Option<u16>,
+}
+
+/// A TLS listener: the CA that signed client certificates, the server's
+/// certificate and key, and whether clients must present a certificate.
+pub struct TlsListener<'a> {
+    pub ca: &'a Path,
+    pub certificate: &'a Path,
+    pub key: &'a Path,
+    pub require_client_certificate: bool,
 }
 
 impl Mosquitto {
@@ -31,7 +42,38 @@ impl Mosquitto {
         Self::start_with(true)
     }
 
+    /// A broker with a plain listener ([`Mosquitto::port`]) for the tests'
+    /// own clients and a TLS listener ([`Mosquitto::tls_port`]).
+    pub fn start_tls(tls: &TlsListener<'_>) -> Mosquitto {
+        let port = free_port();
+        // `user root`: as root, mosquitto would read the keys as its own user,
+        // which cannot enter this test's directories.
+        let listener = format!(
+            "user root\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+            tls.ca.display(),
+            tls.certificate.display(),
+            tls.key.display(),
+            tls.require_client_certificate,
+        );
+        let mut broker = Self::start_with_listeners(false, &listener);
+        broker.tls_port = Some(port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !accepts_tcp(port) {
+            assert!(Instant::now() < deadline, "the TLS listener did not open");
+            thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("a broker started with start_tls")
+    }
+
     fn start_with(persistence: bool) -> Mosquitto {
+        Self::start_with_listeners(persistence, "")
+    }
+
+    fn start_with_listeners(persistence: bool, more_listeners: &str) -> Mosquitto {
         let directory = tempfile::tempdir().expect("creating a directory for mosquitto");
         let port = free_port();
         // TCP_NODELAY, as a latency-minded deployment sets it: with Nagle's
@@ -50,6 +92,7 @@ impl Mosquitto {
                 directory.path().display()
             ));
         }
+        config.push_str(more_listeners);
         let config_path = directory.path().join("mosquitto.conf");
         fs::write(&config_path, config).expect("writing mosquitto.conf");
         let server = LocalServer {
@@ -64,6 +107,7 @@ impl Mosquitto {
         };
         Mosquitto {
             server: server.started(),
+            tls_port: None,
         }
     }
 

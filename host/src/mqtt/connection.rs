@@ -78,7 +78,10 @@ impl EventLoop {
             EventLoop::V311(events) => {
                 use rumqttc::{Event, Outgoing, Packet};
                 Ok(
-                    match events.poll().await.map_err(|error| error.to_string())? {
+                    match events.poll().await.map_err(|error| {
+                        let tls = matches!(error, rumqttc::ConnectionError::Tls(_));
+                        describe(&error, tls)
+                    })? {
                         Event::Incoming(Packet::ConnAck(ack)) => Happening::Connected {
                             session_present: ack.session_present,
                         },
@@ -107,7 +110,10 @@ impl EventLoop {
                 use mqtt5::Event;
                 use packets5::Packet;
                 Ok(
-                    match events.poll().await.map_err(|error| error.to_string())? {
+                    match events.poll().await.map_err(|error| {
+                        let tls = matches!(error, mqtt5::ConnectionError::Tls(_));
+                        describe(&error, tls)
+                    })? {
                         Event::Incoming(Packet::ConnAck(ack)) => Happening::Connected {
                             session_present: ack.session_present,
                         },
@@ -237,6 +243,16 @@ impl Client {
             Client::V311(client) => client.try_disconnect().map_err(|error| error.to_string()),
             Client::V5(client) => client.try_disconnect().map_err(|error| error.to_string()),
         }
+    }
+}
+
+/// A connection error as the log shows it; a TLS failure (unknown CA, expired
+/// or mismatched certificate) names the settings that decide it.
+fn describe(error: &dyn std::fmt::Display, tls: bool) -> String {
+    if tls {
+        format!("{error} (check broker.ca_file, client_cert_file and client_key_file)")
+    } else {
+        error.to_string()
     }
 }
 

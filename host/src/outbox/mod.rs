@@ -292,7 +292,7 @@ impl Writer {
                 && self.usage().bytes >= self.shared.max_bytes;
             // With nothing left that could settle, waiting for room would be forever.
             let take_appends = !full || settles.is_closed();
-            if paused != !take_appends {
+            if paused == take_appends {
                 paused = !take_appends;
                 self.log_pause(paused);
             }
