@@ -350,3 +350,132 @@ topic = "secrets/errors"
         assert!(leak.is_none(), "{what} is in the log: {leak:?}");
     }
 }
+
+/// A hostile module uploaded to a running gateway meets the same sandbox as a
+/// configured one: no files, directories, environment or network, and its
+/// CPU, memory and output limits hold; each breach is one error report, and
+/// the rule and the gateway go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_module_loaded_at_run_time_stays_inside_the_sandbox() {
+    let broker = Mosquitto::start();
+    let dir = TempDir::new().expect("a directory for the gateway");
+    let token = format!("admin-token-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(dir.path().join("token"), &token).expect("writing the token");
+    let config = format!(
+        r#"
+[gateway]
+state_dir = "state"
+stats_interval_secs = 0
+watch = false
+
+[broker]
+url = "{url}"
+client_id = "hostile-{id}"
+
+[admin]
+listen = "127.0.0.1:0"
+token_file = "token"
+
+[sinks.out]
+type = "mqtt"
+
+[[rules]]
+name = "guest"
+sql = "SELECT * FROM 'guest/in'"
+module = {module:?}
+limits = {{ time_ms = 200, memory_bytes = 8388608, output_bytes = 4096 }}
+[[rules.actions]]
+sink = "out"
+topic = "guest/out"
+[rules.error_action]
+sink = "out"
+topic = "guest/errors"
+"#,
+        url = broker.url(),
+        id = uuid::Uuid::new_v4().simple(),
+        module = harness::rule_module("passthrough"),
+    );
+    std::fs::write(dir.path().join("gateway.toml"), config).expect("writing the config");
+    let config = GatewayConfig::load(&dir.path().join("gateway.toml"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let gateway = Gateway::start(config, None)
+        .await
+        .expect("starting the gateway");
+    let admin = format!("http://{}", gateway.admin_address().expect("the admin API"));
+    let hostile = std::fs::read(harness::rule_module("hostile")).expect("the hostile module");
+    let upload = reqwest::Client::new()
+        .put(format!("{admin}/rules/guest/module"))
+        .bearer_auth(&token)
+        .body(hostile)
+        .send()
+        .await
+        .expect("uploading");
+    assert!(
+        upload.status().is_success(),
+        "{}",
+        upload.text().await.unwrap_or_default()
+    );
+
+    let mut outputs = Recorder::subscribe(broker.port(), "guest/out").await;
+    let mut errors = Recorder::subscribe(broker.port(), "guest/errors").await;
+    let (device, mut events) = AsyncClient::new(
+        MqttOptions::new("hostile-device", "127.0.0.1", broker.port()),
+        32,
+    );
+    let connection = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let breaches = ["spin", "allocate", "panic", "oversize"];
+    let probes = ["read-file", "list-dir", "env", "connect"];
+    for attack in breaches.iter().chain(&probes) {
+        let request = format!(r#"{{"attack":"{attack}","bytes":100000}}"#);
+        device
+            .publish("guest/in", QoS::AtLeastOnce, false, request)
+            .await
+            .expect("publishing");
+    }
+    device
+        .publish(
+            "guest/in",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"still":"serving"}"#,
+        )
+        .await
+        .expect("publishing");
+
+    let answers = outputs
+        .take(probes.len() + 1, Duration::from_secs(30))
+        .await;
+    let answers: Vec<String> = answers
+        .into_iter()
+        .map(|(_, payload)| String::from_utf8_lossy(&payload).into_owned())
+        .collect();
+    assert_eq!(answers.len(), probes.len() + 1, "{answers:?}");
+    for (probe, answer) in probes.iter().zip(&answers) {
+        let contained = answer.starts_with("denied") || answer == "0 variables";
+        assert!(contained, "{probe}: {answer}");
+    }
+    assert_eq!(answers[probes.len()], r#"{"still":"serving"}"#);
+
+    let reports = errors.take(breaches.len(), Duration::from_secs(30)).await;
+    connection.abort();
+    let causes: Vec<String> = reports
+        .iter()
+        .map(|(_, report)| {
+            let report: serde_json::Value = serde_json::from_slice(report).expect("a JSON report");
+            report["failures"][0]["errorMessage"]
+                .as_str()
+                .expect("an error message")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(causes.len(), breaches.len(), "{causes:?}");
+    for (breach, (cause, expected)) in breaches.iter().zip(causes.iter().zip([
+        "exceeded its time limit of 200ms",
+        "exceeded its memory limit of 8388608 bytes",
+        "trapped",
+        "over its limit of 4096 bytes",
+    ])) {
+        assert!(cause.contains(expected), "{breach}: {cause}");
+    }
+    gateway.shutdown().await.expect("stopping the gateway");
+}
