@@ -1,8 +1,9 @@
-//! Never losing a message: the gateway killed with SIGKILL mid-stream and the
-//! broker restarted mid-stream, against real Mosquitto and S3 (moto). Every
-//! reading goes to its own S3 key in a versioned bucket, so a test counts
-//! what arrived (keys), what arrived twice (versions beyond one per key) and
-//! what was lost (readings without a key).
+//! Never losing a message: the gateway killed with SIGKILL mid-stream, the
+//! broker restarted mid-stream, S3 down mid-stream, against real Mosquitto and
+//! S3 (moto). Every reading goes to its own S3 key, so a test counts what
+//! arrived (keys), what arrived twice (versions in a versioned bucket, or
+//! repeated PUTs in moto's access log) and what was lost (readings without a
+//! key).
 
 mod harness;
 
@@ -11,6 +12,7 @@ use harness::moto::Moto;
 use rulegate::config::GatewayConfig;
 use rulegate::gateway::Gateway;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ const BUCKET: &str = "readings";
 /// Readings per test, published at [`RATE`] so that a fault lands mid-stream.
 const READINGS: u64 = 3_000;
 const RATE: u64 = 500;
+/// How long S3 is down in the outage test: a tenth of the stream.
+const OUTAGE: Duration = Duration::from_secs(5);
 
 /// A gateway's directory: its configuration (archive every reading to S3
 /// under `readings/<seq>`) and its state directory, which holds the outbox.
@@ -268,4 +272,84 @@ async fn broker_restart_mid_stream_loses_nothing() {
     );
     assert_eq!(tally.lost, 0, "{tally:?}");
     gateway.shutdown().await.expect("stopping the gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_mid_stream_then_back_delivers_everything_in_order() {
+    let mosquitto = Mosquitto::start();
+    let mut moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    let site = Site::new(&mosquitto, &moto);
+    let gateway = Gateway::start(site.config(), Some(moto.sdk_config().await))
+        .await
+        .expect("starting the gateway");
+    // The sequence numbers S3 stored, in the order it stored them (from
+    // moto's access log, which outlives its restart).
+    let stored = |moto: &Moto| -> Vec<u64> {
+        let prefix = format!("/{BUCKET}/readings/");
+        moto.successful_puts()
+            .iter()
+            .filter_map(|path| path.strip_prefix(&prefix)?.parse().ok())
+            .collect()
+    };
+
+    let device = publish_readings(mosquitto.port());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored(&moto).len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "S3 got too few readings: {:?}",
+            moto.successful_puts()
+                .iter()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    moto.stop();
+    let at_stop = stored(&moto).len();
+    tokio::time::sleep(OUTAGE).await;
+    // moto comes back empty: the bucket is created again, as an operator would.
+    moto.restart();
+    moto.create_bucket(BUCKET).await;
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let sequence = loop {
+        let sequence = stored(&moto);
+        let distinct: HashSet<u64> = sequence.iter().copied().collect();
+        if distinct.len() as u64 >= READINGS || Instant::now() > deadline {
+            break sequence;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    device.abort();
+    let distinct: HashSet<u64> = sequence.iter().copied().collect();
+    let tally = Tally {
+        delivered: distinct.len(),
+        duplicated: sequence.len() - distinct.len(),
+        lost: READINGS as usize - distinct.len(),
+        missing: (0..READINGS)
+            .filter(|seq| !distinct.contains(seq))
+            .take(20)
+            .collect(),
+    };
+    println!("S3 down for {OUTAGE:?} after {at_stop} readings: sent {READINGS}, {tally:?}");
+    assert!(
+        (at_stop as u64) < READINGS,
+        "the outage came after the stream ended"
+    );
+    assert_eq!(tally.lost, 0, "{tally:?}");
+    // One rule, one topic: one ordering key, delivered one after another. A
+    // repeat (an attempt that timed out after S3 stored it) follows its
+    // original at once.
+    let mut firsts = sequence.clone();
+    firsts.dedup();
+    assert!(
+        firsts.windows(2).all(|pair| pair[0] < pair[1]),
+        "stored out of order: {:?}",
+        firsts.windows(2).find(|pair| pair[0] >= pair[1])
+    );
+    let sinks = gateway.shutdown().await.expect("stopping the gateway");
+    assert_eq!(sinks.iter().map(|(_, stats)| stats.failed).sum::<u64>(), 0);
 }

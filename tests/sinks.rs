@@ -467,7 +467,7 @@ async fn submit_rejects_unknown_sinks_and_targets_of_another_kind() {
             ..
         }
     ));
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 // ---------------------------------------------------------------------- s3 ---
@@ -486,7 +486,7 @@ async fn s3_object_is_stored_under_the_exact_key_with_identical_bytes() {
         .submit("archive", object(key, body.clone()), None)
         .await
         .expect("submitting");
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 
     assert_eq!(moto.list_keys("sensor-archive").await, [key]);
     assert_eq!(moto.get_object("sensor-archive", key).await, body);
@@ -535,7 +535,57 @@ async fn deliveries_to_a_stopped_service_are_retried_and_all_arrive_after_restar
         "nothing was handed back as failed"
     );
     assert_eq!(moto.list_keys("sensor-archive").await, keys);
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_service_is_waited_for_beyond_the_attempts_and_across_a_restart() {
+    let mut moto = Moto::start();
+    moto.create_bucket("sensor-archive").await;
+    let two_quick_attempts =
+        "attempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\ntimeout_ms = 1000";
+    let configs = s3_sink(&moto, "sensor-archive", two_quick_attempts);
+    let state = tempfile::tempdir().expect("a directory for the outbox");
+    let outbox = outbox_in(state.path());
+    let env = SinkEnv::new().with_aws(moto.sdk_config().await);
+    let (sinks, mut failed) = start_with_outbox(&configs, env.clone(), &outbox).await;
+
+    moto.stop();
+    let keys: Vec<String> = (0..5).map(|n| format!("reading-{n}.json")).collect();
+    for key in &keys {
+        sinks
+            .submit("archive", object(key, "{}"), None)
+            .await
+            .expect("submitting");
+    }
+    eventually("retries well beyond the two attempts", || {
+        stats_of(&sinks, "archive").retried >= 10
+    })
+    .await;
+    assert!(failed.try_recv().is_err(), "nothing failed for good");
+    assert_eq!(stats_of(&sinks, "archive").delivered, 0);
+    let stopping = Instant::now();
+    sinks.shutdown(Duration::from_millis(300)).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown stops at its grace period"
+    );
+
+    // Started again on the same outbox once the service is back, the sinks
+    // deliver what the previous run left.
+    moto.restart();
+    moto.create_bucket("sensor-archive").await;
+    let (sinks, _failed) = start_with_outbox(&configs, env, &outbox).await;
+    eventually("the deliveries left in the outbox arrive", || {
+        stats_of(&sinks, "archive").delivered == 5
+    })
+    .await;
+    assert_eq!(moto.list_keys("sensor-archive").await, keys);
+    sinks.shutdown(PATIENCE).await;
+    assert!(
+        !outbox.path.exists(),
+        "an outbox emptied at a clean stop is removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,7 +615,7 @@ async fn delivery_that_keeps_failing_is_handed_back_with_cause_and_attempts() {
         (stats.delivered, stats.retried, stats.failed, stats.queued),
         (0, 2, 1, 0)
     );
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 // --------------------------------------------------------------------- sns ---
@@ -585,7 +635,7 @@ async fn sns_notification_carries_exact_subject_message_and_attribute() {
         )
         .await
         .expect("submitting");
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 
     let received = moto
         .receive_notifications(&alerts.queue_url, 1, Duration::from_secs(10))
@@ -625,7 +675,7 @@ async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
     assert!(failure.cause.contains("subject"), "{}", failure.cause);
 
     assert_eq!(stats_of(&sinks, "alerts").retried, 0);
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
     let received = moto
         .receive_notifications(&alerts.queue_url, 1, Duration::from_secs(2))
         .await;
@@ -648,7 +698,7 @@ async fn file_sink_writes_the_key_path_atomically() {
         .submit("local", object(key, "second, replacing the first"), None)
         .await
         .expect("submitting");
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 
     let written = directory.path().join(key);
     assert_eq!(
@@ -690,7 +740,7 @@ async fn file_sink_refuses_keys_that_escape_its_directory() {
             failure.cause
         );
     }
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
     assert!(!root.path().join("escaped.json").exists());
     assert_eq!(std::fs::read_dir(&directory).expect("listing").count(), 0);
 }
@@ -719,7 +769,7 @@ async fn mqtt_sink_republishes_to_the_device_topic() {
         .expect("the subscriber runs");
     assert_eq!(message.topic, "devices/soilSensor3/valve");
     assert_eq!(&message.payload[..], b"{\"open\":true}");
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -740,7 +790,7 @@ async fn deliveries_with_one_ordering_key_arrive_in_submission_order() {
                 .expect("submitting");
         }
     }
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 
     let mut by_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for _ in 0..2 * COUNT {
@@ -797,7 +847,7 @@ async fn a_slow_sink_holds_its_queue_capacity_and_the_outbox_keeps_the_rest() {
         assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
     }
     eventually("the outbox empties", || sinks.outbox_stats().records == 0).await;
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -848,7 +898,7 @@ async fn a_full_outbox_stores_nothing_more_and_submit_waits_until_deliveries_mak
     )
     .await;
     assert_eq!(sinks.outbox_stats().dropped, 0);
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -899,7 +949,7 @@ async fn drop_oldest_keeps_the_newest_deliveries_and_counts_the_dropped() {
         "the newest survives: {payloads:?}"
     );
     assert!(payloads.len() < 20, "some were dropped: {payloads:?}");
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -946,7 +996,7 @@ async fn a_stalled_sink_does_not_hold_up_the_others() {
         stats_of(&sinks, "devices").delivered == 1
     })
     .await;
-    sinks.shutdown().await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 // ----------------------------------------------------------------- shutdown ---
@@ -967,7 +1017,7 @@ async fn shutdown_delivers_everything_queued() {
             .await
             .expect("submitting");
     }
-    let shutdown = tokio::spawn(sinks.shutdown());
+    let shutdown = tokio::spawn(sinks.shutdown(PATIENCE));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !shutdown.is_finished(),

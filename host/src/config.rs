@@ -64,6 +64,9 @@ pub struct GatewaySettings {
     pub state_dir: Option<PathBuf>,
     /// Reload the rules when the configuration file or a rule's module changes.
     pub watch: bool,
+    /// On shutdown, how long the sinks may go on delivering what the outbox
+    /// holds, in seconds; what is left goes out after the next start.
+    pub shutdown_grace_secs: u64,
     /// How many Wasm rule instances may exist at once; default twice the rules
     /// with a module, plus 4, so every rule can be replaced while its previous
     /// version finishes its queue. Each reserves address space (see README).
@@ -80,6 +83,7 @@ impl Default for GatewaySettings {
             rule_queue: 1024,
             state_dir: None,
             watch: true,
+            shutdown_grace_secs: 10,
             instance_slots: None,
         }
     }

@@ -37,6 +37,8 @@ pub struct Gateway {
     pipeline: JoinHandle<()>,
     egress: JoinHandle<()>,
     sinks: Arc<Sinks>,
+    /// How long the sinks may deliver at shutdown.
+    shutdown_grace: Duration,
     rules: Arc<RuleSet>,
     watcher: Option<FileWatcher>,
     invoke: Option<InvokeService>,
@@ -154,6 +156,7 @@ impl Gateway {
             pipeline: pipeline_task,
             egress: egress_task,
             sinks,
+            shutdown_grace: Duration::from_secs(config.gateway.shutdown_grace_secs),
             rules,
             watcher,
             invoke,
@@ -197,8 +200,9 @@ impl Gateway {
     }
 
     /// Stops taking messages, finishes every message already taken, delivers
-    /// what the sinks hold, and closes the connections. Returns the sinks'
-    /// final counters.
+    /// what the outbox holds for up to `gateway.shutdown_grace_secs` (the rest
+    /// waits for the next start), and closes the connections. Returns the
+    /// sinks' final counters.
     pub async fn shutdown(self) -> anyhow::Result<Vec<(String, SinkStats)>> {
         if let Some(summary) = self.summary {
             summary.abort();
@@ -221,7 +225,7 @@ impl Gateway {
             .await
             .context("waiting for the rules to finish their queues")?;
         let sinks = sole_owner(self.sinks).await?;
-        let final_stats = sinks.shutdown().await;
+        let final_stats = sinks.shutdown(self.shutdown_grace).await;
         let _ = self.stop_egress.send(true);
         if tokio::time::timeout(EGRESS_DRAIN_TIMEOUT, self.egress)
             .await

@@ -199,13 +199,17 @@ impl LocalServer {
         }
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.directory.path().join(format!("{}.log", self.name))
     }
 
     fn spawn(&mut self) {
-        let log = fs::File::create(self.log_path())
-            .unwrap_or_else(|error| panic!("creating the log of {}: {error}", self.name));
+        // Appended to, so the log of a restarted server keeps its history.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|error| panic!("opening the log of {}: {error}", self.name));
         let stderr = log.try_clone().expect("sharing the server's log file");
         let child = Command::new(&self.program)
             .args(&self.args)

@@ -82,6 +82,22 @@ impl Moto {
             .await
     }
 
+    /// The paths (without the query) of the successful (200) PUT requests the
+    /// server answered, in the order it answered them, across restarts: its
+    /// access log.
+    pub fn successful_puts(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.server.log_path()).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let request = line.split('"').nth(1)?;
+                let status = line.split('"').nth(2)?.split_whitespace().next()?;
+                let target = request.strip_prefix("PUT ")?.split(' ').next()?;
+                let path = target.split('?').next()?;
+                (status == "200").then(|| path.to_owned())
+            })
+            .collect()
+    }
+
     /// Kills the server; its state is lost.
     pub fn stop(&mut self) {
         self.server.stop();

@@ -3,6 +3,8 @@
 //! Credentials stay inside the SDK's configuration and are never logged.
 
 use super::destination::DeliveryError;
+#[cfg(doc)]
+use super::destination::Retry;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::error::Error;
@@ -18,7 +20,8 @@ pub(crate) async fn load_standard_config() -> aws_config::SdkConfig {
 /// Turns a failed SDK call into a delivery error. `operation` names the call
 /// and its input (`PutObject s3://bucket/key`) for the log.
 ///
-/// Only rejections of the request itself are permanent. Missing buckets or
+/// A service that cannot be reached is waited for (see [`Retry`]). Only
+/// rejections of the request itself are permanent. Missing buckets or
 /// topics and denied access are retried: an operator can fix them while the
 /// attempts last, and a restarted S3-compatible store may not have its
 /// buckets back yet. Some services report throttling, timeouts and expired
@@ -27,20 +30,23 @@ pub(crate) fn classify<E>(operation: &str, error: SdkError<E, HttpResponse>) -> 
 where
     E: Error + ProvideErrorMetadata + 'static,
 {
-    let permanent = match &error {
-        SdkError::ConstructionFailure(_) => true,
+    let cause = format!("{operation}: {}", DisplayErrorContext(&error));
+    match &error {
+        SdkError::ConstructionFailure(_) => DeliveryError::permanent(cause),
+        // No connection, or no answer: the uplink or the service is down.
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            DeliveryError::unreachable(cause)
+        }
         SdkError::ServiceError(service) => {
             let rejected = matches!(service.raw().status().as_u16(), 400 | 405 | 411 | 413 | 414);
             let code = service.err().code().unwrap_or_default();
-            rejected && !TRANSIENT_CODES.contains(&code)
+            if rejected && !TRANSIENT_CODES.contains(&code) {
+                DeliveryError::permanent(cause)
+            } else {
+                DeliveryError::transient(cause)
+            }
         }
-        _ => false,
-    };
-    let cause = format!("{operation}: {}", DisplayErrorContext(&error));
-    if permanent {
-        DeliveryError::permanent(cause)
-    } else {
-        DeliveryError::transient(cause)
+        _ => DeliveryError::transient(cause),
     }
 }
 

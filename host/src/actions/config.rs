@@ -82,8 +82,11 @@ pub struct SinkConfig {
     /// file path. Created when missing. Required.
     pub directory: Option<PathBuf>,
 
-    /// How many times a delivery is tried before it is handed back as failed
-    /// (the rule's error action then runs). Default 5; at least 1.
+    /// How many times a delivery the service fails or refuses is tried before
+    /// it is handed back as failed (the rule's error action then runs).
+    /// Default 5; at least 1. While the service cannot be reached at all
+    /// (connection refused, no answer within `timeout_ms`), deliveries wait in
+    /// the outbox and are retried until it can, without using up attempts.
     #[serde(default = "defaults::attempts")]
     pub attempts: u32,
 

@@ -14,16 +14,35 @@ use anyhow::Context as _;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DeliveryError {
     pub cause: String,
-    /// `false` when the delivery itself is at fault and retrying cannot help.
-    pub retryable: bool,
+    pub retry: Retry,
+}
+
+/// Whether, and how long, a failed delivery is worth trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// The delivery itself is at fault: no attempt can succeed.
+    Never,
+    /// The service refused or failed it: try again, within the sink's attempts.
+    WithinAttempts,
+    /// The service could not be reached (connection refused, no answer): the
+    /// delivery waits until it can be, without using up its attempts.
+    WhenReachable,
 }
 
 impl DeliveryError {
-    /// A failure that may pass: the service was unreachable, slow or busy.
+    /// A failure that may pass: the service was slow, busy or not ready.
     pub fn transient(cause: impl Into<String>) -> Self {
         Self {
             cause: cause.into(),
-            retryable: true,
+            retry: Retry::WithinAttempts,
+        }
+    }
+
+    /// The service is out of reach: the uplink or the service is down.
+    pub fn unreachable(cause: impl Into<String>) -> Self {
+        Self {
+            cause: cause.into(),
+            retry: Retry::WhenReachable,
         }
     }
 
@@ -31,7 +50,7 @@ impl DeliveryError {
     pub fn permanent(cause: impl Into<String>) -> Self {
         Self {
             cause: cause.into(),
-            retryable: false,
+            retry: Retry::Never,
         }
     }
 }

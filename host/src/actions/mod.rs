@@ -28,6 +28,7 @@ use destination::Destination;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -326,11 +327,13 @@ impl Sinks {
         self.settler.outbox.stats()
     }
 
-    /// Delivers everything the outbox holds (with retries, and the failure
-    /// reports of what fails), then closes the outbox and returns each sink's
-    /// final counters. Keep reading the `failures` channel meanwhile: a worker
-    /// with a failed delivery waits for room there.
-    pub async fn shutdown(self) -> Vec<(String, SinkStats)> {
+    /// Delivers what the outbox holds (with retries, and the failure reports
+    /// of what fails) for at most `grace`, then stops: what is left stays in
+    /// the outbox for the next start. Closes the outbox and returns each
+    /// sink's final counters. Keep reading the `failures` channel meanwhile: a
+    /// worker with a failed delivery waits for room there.
+    pub async fn shutdown(self, grace: Duration) -> Vec<(String, SinkStats)> {
+        let deadline = tokio::time::Instant::now() + grace;
         let Sinks {
             lanes,
             settler,
@@ -344,7 +347,16 @@ impl Sinks {
         closing.send_replace(true);
         let mut final_stats = Vec::with_capacity(lanes.len());
         for (name, lane) in lanes {
-            final_stats.push((name, lane.finish().await));
+            final_stats.push((name, lane.finish(deadline).await));
+        }
+        // The last settles are on disk before the count is read.
+        let _ = settler.outbox.sync().await;
+        let left = settler.outbox.stats().records;
+        if left > 0 {
+            tracing::warn!(
+                deliveries = left,
+                "stopping with deliveries in the outbox; they go out after the next start"
+            );
         }
         // The writer ends once the last handle is gone (the failure handler's
         // goes with the workers' failure channel), after its last commit.

@@ -4,7 +4,7 @@
 //! (exponential backoff and jitter), and settle each delivery in the outbox.
 
 use super::config::{DeliveryPolicy, SinkKind};
-use super::destination::{DeliveryError, Destination};
+use super::destination::{DeliveryError, Destination, Retry};
 use super::stats::{SinkCounters, SinkStats};
 use super::{Delivery, FailedDelivery};
 use crate::outbox::{Outbox, SinkId};
@@ -108,12 +108,24 @@ impl SinkLane {
     }
 
     /// Resolves with the final counters once the reader has ended (see
-    /// [`SinkLane::start`]) and the workers have finished their queues.
-    pub async fn finish(self) -> SinkStats {
+    /// [`SinkLane::start`]) and the workers have finished their queues, or at
+    /// `deadline`, when what is still under way is stopped: it stays in the
+    /// outbox, for the next start.
+    pub async fn finish(self, deadline: Instant) -> SinkStats {
         let name = &self.name;
-        for handle in std::iter::once(self.reader).chain(self.workers) {
-            if let Err(error) = handle.await {
-                tracing::error!(sink = %name, %error, "a sink task ended abnormally");
+        for mut handle in std::iter::once(self.reader).chain(self.workers) {
+            let ended = match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    handle.abort();
+                    handle.await
+                }
+            };
+            match ended {
+                Err(error) if !error.is_cancelled() => {
+                    tracing::error!(sink = %name, %error, "a sink task ended abnormally");
+                }
+                _ => {}
             }
         }
         self.counters.snapshot()
@@ -220,7 +232,9 @@ impl Worker {
             _room,
         } = job;
         let (sink, counters) = (&self.lane.sink, &self.lane.counters);
-        let mut attempt = 1;
+        // Attempts the service answered, which the sink's `attempts` bound;
+        // every failed try, which sets the backoff.
+        let (mut attempt, mut tries) = (1, 1);
         loop {
             let error = match self.attempt(&delivery).await {
                 Ok(()) => {
@@ -230,14 +244,22 @@ impl Worker {
                 }
                 Err(error) => error,
             };
-            if error.retryable && attempt < self.policy.attempts {
+            let again = match error.retry {
+                Retry::WhenReachable => true,
+                Retry::WithinAttempts => attempt < self.policy.attempts,
+                Retry::Never => false,
+            };
+            if again {
                 tracing::warn!(
                     rule = %delivery.rule, sink = %sink, attempt, cause = %error.cause,
                     "delivery failed; retrying"
                 );
                 counters.retried();
-                tokio::time::sleep(backoff(&self.policy, attempt)).await;
-                attempt += 1;
+                tokio::time::sleep(backoff(&self.policy, tries)).await;
+                tries += 1;
+                if error.retry == Retry::WithinAttempts {
+                    attempt += 1;
+                }
                 continue;
             }
             tracing::error!(
@@ -266,7 +288,7 @@ impl Worker {
         tokio::time::timeout(timeout, self.destination.deliver(delivery))
             .await
             .unwrap_or_else(|_| {
-                Err(DeliveryError::transient(format!(
+                Err(DeliveryError::unreachable(format!(
                     "no answer within {} ms",
                     timeout.as_millis()
                 )))

@@ -26,7 +26,12 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
+/// How long a subscriber that is told to stop waits for the messages it took
+/// to be acknowledged before it disconnects anyway (the broker then sends
+/// the unacknowledged ones again next time).
+const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How long a persistent MQTT 5 session outlives its connection at the broker.
@@ -230,10 +235,12 @@ fn tls_configuration(config: &BrokerConfig) -> anyhow::Result<TlsConfiguration> 
 /// QoS 1), renewed after every (re)connection and changed when `filters`
 /// changes, and sends each message into `inbound`, waiting when it is full.
 /// `subscribed` turns true once the broker acknowledged the first subscription
-/// (at once when there is nothing to subscribe to). Ends when `shutdown` turns
-/// true or `inbound` closes. A QoS 1 message is acknowledged once its
-/// [`Inbound::receipt`] is dropped. The returned [`Egress`] publishes on the
-/// same connection.
+/// (at once when there is nothing to subscribe to). A QoS 1 message is
+/// acknowledged once its [`Inbound::receipt`] is dropped. When `shutdown`
+/// turns true it closes `inbound`, waits (a bounded time) until the messages
+/// it took are acknowledged, then disconnects and ends; it also ends when
+/// `inbound`'s receiver is gone. The returned [`Egress`] publishes on the same
+/// connection.
 pub fn spawn_subscriber(
     endpoint: &BrokerEndpoint,
     client_id: &str,
@@ -241,14 +248,16 @@ pub fn spawn_subscriber(
     max_payload_bytes: usize,
     inbound: mpsc::Sender<Inbound>,
     subscribed: watch::Sender<bool>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> (Egress, tokio::task::JoinHandle<()>) {
     // Room above the payload limit for the topic and headers, so an oversized
     // payload reaches the pipeline to be counted rather than breaking the link.
     let max_packet = packet_room(max_payload_bytes);
     let (client, events) = connection::connect(endpoint, client_id, max_packet);
     let address = endpoint.address();
-    let mut connection = Driver::new(client_id, client.clone(), events, address.clone(), shutdown);
+    // The connection closes only once the messages taken are acknowledged.
+    let (close, closing) = watch::channel(false);
+    let mut connection = Driver::new(client_id, client.clone(), events, address.clone(), closing);
     let egress = Egress {
         client: client.clone(),
         max_packet,
@@ -256,9 +265,18 @@ pub fn spawn_subscriber(
     let task = tokio::spawn(async move {
         let mut subscriptions = Subscriptions::new(filters.borrow_and_update().clone(), address);
         let (mut acks, mut settled) = AckQueue::new();
+        let mut inbound = Some(inbound);
+        // Set at shutdown: until then, acknowledgements may still go out.
+        let mut draining_until: Option<Instant> = None;
         // A fixed list's sender is gone from the start: nothing to follow.
         let mut following = true;
         loop {
+            if let Some(deadline) = draining_until
+                && (acks.is_empty() || Instant::now() >= deadline)
+                && !*close.borrow()
+            {
+                close.send_replace(true);
+            }
             let happening = tokio::select! {
                 happening = connection.next() => match happening {
                     Some(happening) => happening,
@@ -278,6 +296,15 @@ pub fn spawn_subscriber(
                     }
                     continue;
                 }
+                _ = shutdown.wait_for(|&stop| stop), if draining_until.is_none() => {
+                    // Take nothing more; what the broker sends from now on
+                    // stays unacknowledged, and comes again next time.
+                    inbound = None;
+                    draining_until = Some(Instant::now() + ACK_DRAIN_TIMEOUT);
+                    continue;
+                }
+                () = tokio::time::sleep_until(draining_until.unwrap_or_else(Instant::now)),
+                    if draining_until.is_some() && !*close.borrow() => continue,
             };
             // Acknowledgements a full request queue held back.
             acks.flush(&client);
@@ -296,8 +323,11 @@ pub fn spawn_subscriber(
                     }
                 }
                 Happening::Message { mut message, pkid } => {
+                    let Some(taker) = &inbound else {
+                        continue;
+                    };
                     message.receipt = acks.receive(message.qos, pkid);
-                    if inbound.send(message).await.is_err() {
+                    if taker.send(message).await.is_err() {
                         break;
                     }
                 }

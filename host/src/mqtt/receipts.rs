@@ -75,6 +75,11 @@ impl AckQueue {
         (queue, reports)
     }
 
+    /// Whether every message received has been acknowledged.
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// A new connection: what the previous one left unacknowledged comes again.
     pub(super) fn reconnected(&mut self) {
         self.connection += 1;
