@@ -447,3 +447,34 @@ fn cached_artifact_is_reused_and_a_corrupt_one_rebuilt() {
         .unwrap();
     assert_eq!(outputs.len(), 1);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// A damaged module — bytes changed anywhere, or cut short — is refused
+    /// with an error, or loads when the change happens to keep it valid; it
+    /// never brings the engine down.
+    #[test]
+    fn damaged_modules_are_refused_without_panicking(
+        changes in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..8),
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+        truncate in proptest::prelude::any::<bool>(),
+    ) {
+        let mut bytes = std::fs::read(rule_module("passthrough")).expect("reading the module");
+        for (position, value) in changes {
+            let position = position.index(bytes.len());
+            bytes[position] = value;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let _ = damaged_engine().load_bytes(Path::new("damaged.wasm"), &bytes);
+    }
+}
+
+/// One engine for every case of the property test above: creating one per
+/// case would dominate its time.
+fn damaged_engine() -> &'static RuleEngine {
+    static ENGINE: std::sync::OnceLock<RuleEngine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(engine)
+}

@@ -634,6 +634,65 @@ mod tests {
         GatewayConfig::parse(text, Path::new("gw.toml"), PathBuf::from("/etc/rulegate"))
     }
 
+    /// Pieces of gateway configurations, so that random files get past the
+    /// TOML parser often enough to reach the checks behind it.
+    const FRAGMENTS: &[&str] = &[
+        "[broker]\n",
+        "[gateway]\n",
+        "[outbox]\n",
+        "[admin]\n",
+        "[invoke]\n",
+        "[sinks.a]\n",
+        "[[rules]]\n",
+        "[[rules.actions]]\n",
+        "[rules.error_action]\n",
+        "[rules.limits]\n",
+        "[rules.capabilities]\n",
+        "url = \"mqtt://h\"\n",
+        "url = \"mqtts://h:1\"\n",
+        "embedded = true\n",
+        "type = \"s3\"\n",
+        "type = \"file\"\n",
+        "type = \"mqtt\"\n",
+        "bucket = \"b\"\n",
+        "directory = \"d\"\n",
+        "name = \"r\"\n",
+        "name = \"../x\"\n",
+        "sql = \"SELECT * FROM 'a/#'\"\n",
+        "sql = \"SELECT\"\n",
+        "sink = \"a\"\n",
+        "topic = \"${topic()}\"\n",
+        "key = \"${x}\"\n",
+        "attempts = 0\n",
+        "max_bytes = -1\n",
+        "when_full = \"drop_oldest\"\n",
+        "time_ms = 99999999999\n",
+        "listen = \"0.0.0.0:1\"\n",
+        "token_env = \"X\"\n",
+        "config = { a = 1 }\n",
+        "publish = [\"#\"]\n",
+        "= \n",
+        "\"",
+        "[",
+        "]",
+        "\n",
+        "\\u0000",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn any_configuration_text_is_accepted_or_refused_without_panicking(
+            pieces in proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..24),
+        ) {
+            let _ = parse(&pieces.concat());
+        }
+
+        #[test]
+        fn any_bytes_as_configuration_are_refused_without_panicking(text in ".{0,200}") {
+            let _ = parse(&text);
+        }
+    }
+
     fn error_text(text: &str) -> String {
         parse(text)
             .expect_err("the configuration must be refused")

@@ -380,6 +380,38 @@ mod tests {
         assert!(error.contains("another gateway process"), "{error}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_stored_bytes_decode_or_are_refused_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn every_delivery_comes_back_as_it_was_stored(
+            rule in ".{0,40}",
+            ordering_key in proptest::prelude::any::<u64>(),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            topic in ".{0,60}",
+            retain in proptest::prelude::any::<bool>(),
+        ) {
+            let delivery = Delivery {
+                rule: rule.as_str().into(),
+                ordering_key,
+                payload: Bytes::from(payload),
+                target: Target::Publish {
+                    topic,
+                    qos: crate::message::QoS::AtLeastOnce,
+                    retain,
+                    user_properties: Vec::new(),
+                },
+            };
+            let decoded = decode(&encode(&delivery).unwrap()).unwrap();
+            proptest::prop_assert_eq!(format!("{decoded:?}"), format!("{delivery:?}"));
+        }
+    }
+
     #[test]
     fn a_record_of_another_format_is_refused_by_name() {
         let mut bytes = encode(&delivery("1")).unwrap();
