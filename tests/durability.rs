@@ -224,7 +224,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     // The device goes on publishing; the broker keeps the gateway's share.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let mut gateway = site.spawn();
+    let gateway = site.spawn();
     let tally = tally(&moto, Duration::from_secs(90)).await;
     device.abort();
     println!("kill -9 after {at_kill} readings in S3: sent {READINGS}, {tally:?}");
@@ -234,12 +234,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     );
     assert_eq!(tally.lost, 0, "{tally:?}; gateway log:\n{}", site.log());
 
-    let status = Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success());
-    assert!(gateway.wait().expect("reaping the gateway").success());
+    harness::terminate(gateway);
     assert_eq!(
         outbox_files(&site.dir.path().join("state")),
         0,

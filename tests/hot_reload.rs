@@ -629,7 +629,7 @@ async fn sighup_makes_a_running_gateway_process_reload_its_rules() {
     let site = Site::with_versioned_rule(&mosquitto, "watch = false");
     let mut outputs = Recorder::subscribe(mosquitto.port(), "versioned/out").await;
     let mut publisher = Publisher::connect(&mosquitto, "versioned/in").await;
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))
+    let gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))
         .args(["run", "--config"])
         .arg(site.config_path())
         .stdin(Stdio::null())
@@ -637,14 +637,7 @@ async fn sighup_makes_a_running_gateway_process_reload_its_rules() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = gateway.id().to_string();
-    let signal = |name: &str| {
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill {name} {pid}")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {name} {pid}");
-    };
+    let pid = gateway.id();
     // Running once an output comes back.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -664,13 +657,12 @@ async fn sighup_makes_a_running_gateway_process_reload_its_rules() {
         "watch = false",
         &versioned_rule("versioned", "v3.wasm"),
     );
-    signal("-HUP");
+    harness::send_signal(pid, "HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
     while version_serving(&mut publisher, &mut outputs).await != 3 {
         assert!(Instant::now() < deadline, "SIGHUP did not bring version 3");
     }
-    signal("-TERM");
-    assert!(gateway.wait().unwrap().success());
+    harness::terminate(gateway);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

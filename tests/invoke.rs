@@ -508,11 +508,7 @@ async fn device_sim_command_answers_until_terminated() {
     assert_answers(&body, "status");
     gateway.gateway.shutdown().await.unwrap();
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &device.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
+    harness::send_signal(device.id(), "TERM");
     let output = device.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);

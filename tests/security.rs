@@ -254,7 +254,7 @@ topic = "secrets/errors"
     );
     std::fs::write(dir.path().join("gateway.toml"), config).expect("writing the config");
     let log_path = dir.path().join("gateway.log");
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))
+    let gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))
         .args(["run", "--config"])
         .arg(dir.path().join("gateway.toml"))
         .env("RULEGATE_LOG", "debug")
@@ -326,12 +326,7 @@ topic = "secrets/errors"
         .expect("asking for a reload");
     assert!(reload.status().is_success());
 
-    let status = Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success());
-    assert!(gateway.wait().expect("reaping the gateway").success());
+    harness::terminate(gateway);
     assert_eq!(moto.list_keys("archive").await, ["0", "1", "2"]);
 
     let text = log() + &std::fs::read_to_string(dir.path().join("stdout.log")).unwrap_or_default();

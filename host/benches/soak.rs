@@ -138,7 +138,7 @@ fn main() {
         config(&mosquitto.url(), admin_port, &module),
     )
     .expect("writing the configuration");
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))
+    let gateway = Command::new(env!("CARGO_BIN_EXE_rulegate"))
         .args(["run", "--config"])
         .arg(site.path().join("gateway.toml"))
         .stdin(Stdio::null())
@@ -207,10 +207,7 @@ fn main() {
         publisher.await.expect("the publisher ran");
         samples
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = gateway.wait();
+    harness::terminate(gateway);
 
     let mut table = format!(
         "# Soak: {seconds} s at {rate} msg/s\n\n`cargo bench -p rulegate --bench soak` \

@@ -71,3 +71,20 @@ pub fn replace_file(path: &Path, bytes: &[u8]) {
     std::fs::write(&temporary, bytes).expect("writing beside the file");
     std::fs::rename(&temporary, path).expect("renaming over the file");
 }
+
+/// Sends `signal` (`TERM`, `HUP`, ...) to process `pid`, as a service manager
+/// would.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Stops a gateway process with SIGTERM and checks that it exited cleanly.
+pub fn terminate(mut process: std::process::Child) {
+    send_signal(process.id(), "TERM");
+    let status = process.wait().expect("reaping the process");
+    assert!(status.success(), "exited with {status}");
+}

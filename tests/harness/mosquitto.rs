@@ -190,11 +190,7 @@ impl LocalServer {
     /// Asks the server to stop (SIGTERM) and waits until it has.
     pub fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("running kill");
-            assert!(status.success(), "kill -TERM {}", self.name);
+            super::send_signal(child.id(), "TERM");
             let _ = child.wait();
         }
     }
