@@ -187,6 +187,25 @@ async fn tally(moto: &Moto, within: Duration) -> Tally {
     }
 }
 
+/// moto with a versioned bucket for the readings, so repeats can be counted.
+async fn moto_with_versioned_bucket() -> Moto {
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET).await;
+    moto.enable_versioning(BUCKET).await;
+    moto
+}
+
+/// Reports the tally of `fault`, which struck after `at` readings were in
+/// S3, and checks that it struck mid-stream and that nothing was lost.
+fn check(fault: &str, at: usize, tally: &Tally) {
+    println!("{fault} after {at} readings in S3: sent {READINGS}, {tally:?}");
+    assert!(
+        (at as u64) < READINGS,
+        "the {fault} came after the stream ended"
+    );
+    assert_eq!(tally.lost, 0, "{fault}: {tally:?}");
+}
+
 async fn wait_for_keys(moto: &Moto, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while moto.list_keys(BUCKET).await.len() < count {
@@ -210,9 +229,7 @@ fn outbox_files(state: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     let mosquitto = Mosquitto::start();
-    let moto = Moto::start();
-    moto.create_bucket(BUCKET).await;
-    moto.enable_versioning(BUCKET).await;
+    let moto = moto_with_versioned_bucket().await;
     let site = Site::new(&mosquitto, &moto);
 
     let mut gateway = site.spawn_ready();
@@ -227,12 +244,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     let gateway = site.spawn();
     let tally = tally(&moto, Duration::from_secs(90)).await;
     device.abort();
-    println!("kill -9 after {at_kill} readings in S3: sent {READINGS}, {tally:?}");
-    assert!(
-        (at_kill as u64) < READINGS,
-        "the kill came after the stream ended"
-    );
-    assert_eq!(tally.lost, 0, "{tally:?}; gateway log:\n{}", site.log());
+    check("kill -9", at_kill, &tally);
 
     harness::terminate(gateway);
     assert_eq!(
@@ -245,9 +257,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream_loses_nothing() {
     let mut mosquitto = Mosquitto::start_persistent();
-    let moto = Moto::start();
-    moto.create_bucket(BUCKET).await;
-    moto.enable_versioning(BUCKET).await;
+    let moto = moto_with_versioned_bucket().await;
     let site = Site::new(&mosquitto, &moto);
     let gateway = Gateway::start(site.config(), Some(moto.sdk_config().await))
         .await
@@ -260,12 +270,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
 
     let tally = tally(&moto, Duration::from_secs(90)).await;
     device.abort();
-    println!("broker restart after {at_restart} readings in S3: sent {READINGS}, {tally:?}");
-    assert!(
-        (at_restart as u64) < READINGS,
-        "the restart came after the stream ended"
-    );
-    assert_eq!(tally.lost, 0, "{tally:?}");
+    check("broker restart", at_restart, &tally);
     gateway.shutdown().await.expect("stopping the gateway");
 }
 
@@ -329,12 +334,7 @@ async fn s3_down_mid_stream_then_back_delivers_everything_in_order() {
             .take(20)
             .collect(),
     };
-    println!("S3 down for {OUTAGE:?} after {at_stop} readings: sent {READINGS}, {tally:?}");
-    assert!(
-        (at_stop as u64) < READINGS,
-        "the outage came after the stream ended"
-    );
-    assert_eq!(tally.lost, 0, "{tally:?}");
+    check(&format!("S3 outage of {OUTAGE:?}"), at_stop, &tally);
     // One rule, one topic: one ordering key, delivered one after another. A
     // repeat (an attempt that timed out after S3 stored it) follows its
     // original at once.

@@ -135,42 +135,47 @@ async fn mutual_tls_connection_relays_messages() {
     gateway.shutdown().await.expect("stopping the gateway");
 }
 
-#[tokio::test]
-async fn broker_certificate_from_an_unknown_ca_is_refused_naming_the_settings() {
+/// The first log line with `wanted` of a gateway process that trusts `ca`
+/// and, without a client certificate, connects to a broker that presents
+/// `certificate`; and the broker's TLS address.
+fn refused_connection(
+    certificate: &str,
+    ca: &str,
+    require_client_certificate: bool,
+    wanted: &str,
+) -> (String, String) {
     let pki = Pki::generate();
-    let broker = start_broker(&pki, "server.pem", false);
+    let broker = start_broker(&pki, certificate, require_client_certificate);
     let dir = TempDir::new().expect("a directory for the gateway");
-    write_config(dir.path(), &broker, &pki, "other-ca.pem", false);
-
-    let line = first_log_line_with(dir.path(), "check broker.ca_file");
-    assert!(line.contains("UnknownIssuer"), "{line}");
-    assert!(
-        line.contains(&format!("127.0.0.1:{}", broker.tls_port())),
-        "{line}"
-    );
+    write_config(dir.path(), &broker, &pki, ca, false);
+    let line = first_log_line_with(dir.path(), wanted);
+    (line, format!("127.0.0.1:{}", broker.tls_port()))
 }
 
-#[tokio::test]
-async fn expired_broker_certificate_is_refused_naming_the_settings() {
-    let pki = Pki::generate();
-    let broker = start_broker(&pki, "expired-server.pem", false);
-    let dir = TempDir::new().expect("a directory for the gateway");
-    write_config(dir.path(), &broker, &pki, "ca.pem", false);
+#[test]
+fn broker_certificate_from_an_unknown_ca_is_refused_naming_the_settings() {
+    let (line, broker) =
+        refused_connection("server.pem", "other-ca.pem", false, "check broker.ca_file");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(line.contains(&broker), "{line}");
+}
 
-    let line = first_log_line_with(dir.path(), "check broker.ca_file");
+#[test]
+fn expired_broker_certificate_is_refused_naming_the_settings() {
+    let (line, _) = refused_connection(
+        "expired-server.pem",
+        "ca.pem",
+        false,
+        "check broker.ca_file",
+    );
     assert!(line.contains("certificate expired"), "{line}");
 }
 
-#[tokio::test]
-async fn broker_that_requires_a_client_certificate_refuses_a_gateway_without_one() {
-    let pki = Pki::generate();
-    let broker = start_broker(&pki, "server.pem", true);
-    let dir = TempDir::new().expect("a directory for the gateway");
-    write_config(dir.path(), &broker, &pki, "ca.pem", false);
-
+#[test]
+fn broker_that_requires_a_client_certificate_refuses_a_gateway_without_one() {
     // TLS 1.3 reports the refused handshake once the client reads: as a TLS
     // alert or a closed connection, never as a connection that works.
-    let line = first_log_line_with(dir.path(), "connection: ");
+    let (line, _) = refused_connection("server.pem", "ca.pem", true, "connection: ");
     assert!(line.contains("retrying"), "{line}");
     assert!(!line.contains("connected"), "{line}");
 }
