@@ -36,8 +36,9 @@ impl Mosquitto {
         Self::start_with(false)
     }
 
-    /// A broker that keeps sessions and retained messages in its temporary
-    /// directory across [`Mosquitto::restart`].
+    /// A broker that keeps sessions, queued and retained messages in its
+    /// temporary directory across [`Mosquitto::restart`], saved after every
+    /// change.
     pub fn start_persistent() -> Mosquitto {
         Self::start_with(true)
     }
@@ -87,8 +88,10 @@ impl Mosquitto {
         if persistence {
             // Started as root, mosquitto would switch to its own user, which
             // cannot write to this test's directory.
+            // Saved after every change, so that even SIGKILL loses at most
+            // the change under way.
             config.push_str(&format!(
-                "persistence_location {}/\nuser root\n",
+                "persistence_location {}/\nuser root\nautosave_interval 1\nautosave_on_changes true\n",
                 directory.path().display()
             ));
         }
@@ -127,13 +130,6 @@ impl Mosquitto {
 
     /// Stops the broker if it runs, then starts it again on the same port.
     pub fn restart(&mut self) {
-        self.server.restart();
-    }
-
-    /// Restarts the broker as a service manager would: SIGTERM, so that a
-    /// persistent broker saves its sessions and queued messages first.
-    pub fn restart_gracefully(&mut self) {
-        self.server.terminate();
         self.server.restart();
     }
 }
@@ -185,14 +181,6 @@ impl LocalServer {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
-    }
-
-    /// Asks the server to stop (SIGTERM) and waits until it has.
-    pub fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            super::send_signal(child.id(), "TERM");
-            let _ = child.wait();
-        }
     }
 
     pub fn log_path(&self) -> PathBuf {
