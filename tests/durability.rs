@@ -1,5 +1,5 @@
 //! Never losing a message: the gateway killed with SIGKILL mid-stream, the
-//! broker restarted mid-stream, S3 down mid-stream, against real Mosquitto and
+//! broker killed and restarted mid-stream, S3 down mid-stream, against real Mosquitto and
 //! S3 (moto). Every reading goes to its own S3 key, so a test counts what
 //! arrived (keys), what arrived twice (versions in a versioned bucket, or
 //! repeated PUTs in moto's access log) and what was lost (readings without a
