@@ -650,6 +650,33 @@ async fn sns_notification_carries_exact_subject_message_and_attribute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_fifo_topic_gets_each_delivery_with_its_group_and_deduplication_id_in_order() {
+    let moto = Moto::start();
+    let alerts = moto.create_topic_with_queue("humidity-alerts.fifo").await;
+    let (sinks, mut failed, _outbox) =
+        start_on_moto(&moto, &sns_sink(&moto, &alerts.topic_arn)).await;
+
+    // SNS refuses a FIFO publish without a message group and a deduplication id.
+    for n in 0..3 {
+        sinks
+            .submit(
+                "alerts",
+                notification(Some("fifo"), format!("alert {n}")),
+                None,
+            )
+            .await
+            .expect("submitting");
+    }
+    sinks.shutdown(PATIENCE).await;
+    assert!(failed.try_recv().is_err(), "no delivery failed");
+    let received = moto
+        .receive_notifications(&alerts.queue_url, 3, PATIENCE)
+        .await;
+    let messages: Vec<&str> = received.iter().map(|n| n.message.as_str()).collect();
+    assert_eq!(messages, ["alert 0", "alert 1", "alert 2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
     let moto = Moto::start();
     let alerts = moto.create_topic_with_queue("humidity-alerts").await;

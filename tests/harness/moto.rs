@@ -205,22 +205,26 @@ impl Moto {
     }
 
     /// Creates SNS topic `name` and an SQS queue of the same name subscribed to
-    /// it. moto delivers each notification to the queue as a JSON envelope.
+    /// it; both FIFO when `name` ends with `.fifo`. moto delivers each
+    /// notification to the queue as a JSON envelope.
     pub async fn create_topic_with_queue(&self, name: &str) -> TopicWithQueue {
         let config = self.sdk_config().await;
         let sns = aws_sdk_sns::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let topic_arn = sns
-            .create_topic()
-            .name(name)
+        let fifo = name.ends_with(".fifo");
+        let mut topic = sns.create_topic().name(name);
+        let mut queue = sqs.create_queue().queue_name(name);
+        if fifo {
+            topic = topic.attributes("FifoTopic", "true");
+            queue = queue.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+        }
+        let topic_arn = topic
             .send()
             .await
             .unwrap_or_else(|error| panic!("creating topic {name}: {}", show(error)))
             .topic_arn
             .expect("CreateTopic answers with the topic's ARN");
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(name)
+        let queue_url = queue
             .send()
             .await
             .unwrap_or_else(|error| panic!("creating queue {name}: {}", show(error)))

@@ -95,11 +95,13 @@ impl Destination {
         })
     }
 
-    /// Makes one attempt at `delivery`, whose target the caller checked fits.
-    pub async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    /// Makes one attempt at `delivery`, whose target the caller checked fits;
+    /// `name` is the delivery's own, the same at every attempt and after a
+    /// restart, for services that deduplicate.
+    pub async fn deliver(&self, delivery: &Delivery, name: &str) -> Result<(), DeliveryError> {
         match self {
             Destination::S3(sink) => sink.deliver(delivery).await,
-            Destination::Sns(sink) => sink.deliver(delivery).await,
+            Destination::Sns(sink) => sink.deliver(delivery, name).await,
             Destination::File(sink) => sink.deliver(delivery).await,
             Destination::Mqtt(sink) => sink.deliver(delivery).await,
         }

@@ -1,6 +1,9 @@
 //! The sns sink: one `Publish` per delivery, the payload as the message text,
 //! the subject and `String` message attributes from the delivery. Deliveries
 //! SNS would reject (non-UTF-8 text, bad subject or attribute) fail at once.
+//! To a FIFO topic (`.fifo`), deliveries of one rule and source topic form a
+//! message group, and each carries its own deduplication id, so SNS drops a
+//! delivery repeated after a crash.
 
 use super::config::AwsOverrides;
 use super::destination::DeliveryError;
@@ -22,6 +25,8 @@ const MAX_ATTRIBUTE_NAME_CHARS: usize = 256;
 pub(crate) struct SnsSink {
     client: Client,
     topic_arn: String,
+    /// A FIFO topic, which needs a message group and a deduplication id.
+    fifo: bool,
 }
 
 impl SnsSink {
@@ -41,11 +46,14 @@ impl SnsSink {
         }
         SnsSink {
             client: Client::from_conf(config.build()),
+            fifo: topic_arn.ends_with(".fifo"),
             topic_arn,
         }
     }
 
-    pub async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    /// Publishes `delivery`; `name`, the delivery's own, is its deduplication
+    /// id on a FIFO topic.
+    pub async fn deliver(&self, delivery: &Delivery, name: &str) -> Result<(), DeliveryError> {
         let Target::Notification {
             subject,
             attributes,
@@ -59,12 +67,20 @@ impl SnsSink {
         if let Some(subject) = subject {
             check_subject(subject)?;
         }
+        let (group, deduplication) = if self.fifo {
+            let group = format!("{:016x}", delivery.ordering_key);
+            (Some(group), Some(name.to_owned()))
+        } else {
+            (None, None)
+        };
         self.client
             .publish()
             .topic_arn(&self.topic_arn)
             .message(message)
             .set_subject(subject.clone())
             .set_message_attributes(message_attributes(attributes)?)
+            .set_message_group_id(group)
+            .set_message_deduplication_id(deduplication)
             .send()
             .await
             .map(drop)

@@ -232,11 +232,12 @@ impl Worker {
             _room,
         } = job;
         let (sink, counters) = (&self.lane.sink, &self.lane.counters);
+        let name = self.lane.outbox.delivery_name(id);
         // Attempts the service answered, which the sink's `attempts` bound;
         // every failed try, which sets the backoff.
         let (mut attempt, mut tries) = (1, 1);
         loop {
-            let error = match self.attempt(&delivery).await {
+            let error = match self.attempt(&delivery, &name).await {
                 Ok(()) => {
                     counters.delivered(taken_at.elapsed());
                     self.lane.settle(id, None);
@@ -283,9 +284,9 @@ impl Worker {
 
     /// One attempt, bounded by the sink's timeout so that a hung service
     /// cannot hold a worker forever.
-    async fn attempt(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    async fn attempt(&self, delivery: &Delivery, name: &str) -> Result<(), DeliveryError> {
         let timeout = self.policy.timeout;
-        tokio::time::timeout(timeout, self.destination.deliver(delivery))
+        tokio::time::timeout(timeout, self.destination.deliver(delivery, name))
             .await
             .unwrap_or_else(|_| {
                 Err(DeliveryError::unreachable(format!(

@@ -84,6 +84,8 @@ pub struct Outbox {
 
 struct Shared {
     db: Arc<redb::Database>,
+    /// See [`Outbox::delivery_name`].
+    epoch: String,
     /// Table name and wake-up of each sink, by [`SinkId`].
     sinks: Vec<(String, Notify)>,
     /// Stored deliveries of the configured sinks; the sinks' readers watch it
@@ -132,6 +134,7 @@ impl Outbox {
         let usage = store.usage().clone();
         let shared = Arc::new(Shared {
             db: store.database(),
+            epoch: store.epoch().to_owned(),
             sinks: (0..sinks.len())
                 .map(|sink| (store.table(SinkId(sink)).to_owned(), Notify::new()))
                 .collect(),
@@ -205,6 +208,13 @@ impl Outbox {
             replacement,
         };
         self.settles.send(settle).map_err(|_| OutboxClosed)
+    }
+
+    /// A name for delivery `id` that no other delivery from this outbox has
+    /// had, even after an emptied outbox was removed and ids started over;
+    /// services that deduplicate (SNS FIFO topics) drop a repeat by it.
+    pub fn delivery_name(&self, id: u64) -> String {
+        format!("{}-{id}", self.shared.epoch)
     }
 
     /// Up to `limit` of `sink`'s deliveries with ids above `after`, in order;

@@ -17,6 +17,10 @@ const FORMAT: u8 = 1;
 const TABLE_PREFIX: &str = "deliveries:";
 
 type Records<'a> = TableDefinition<'a, u64, &'static [u8]>;
+/// Facts about the outbox itself.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// The key of the outbox's epoch in [`META`].
+const EPOCH: &str = "epoch";
 
 /// A write the outbox commits in one transaction.
 #[derive(Default)]
@@ -56,6 +60,9 @@ pub(super) struct Store {
     /// Deliveries of sinks that are not configured now, found at open.
     foreign_records: u64,
     next_id: u64,
+    /// Made when the file is created: with a record's id, it names a delivery
+    /// uniquely even after an emptied outbox was removed and ids start over.
+    epoch: String,
 }
 
 impl Store {
@@ -85,9 +92,34 @@ impl Store {
             },
             foreign_records: 0,
             next_id: 1,
+            epoch: String::new(),
         };
+        store.epoch = store.load_epoch()?;
         store.count()?;
         Ok(store)
+    }
+
+    /// The outbox's epoch, made and stored when the file is new.
+    fn load_epoch(&self) -> anyhow::Result<String> {
+        let txn = self.db.begin_write()?;
+        let epoch = {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get(EPOCH)?.map(|epoch| epoch.value().to_owned());
+            match stored {
+                Some(epoch) => epoch,
+                None => {
+                    let epoch = uuid::Uuid::new_v4().simple().to_string();
+                    meta.insert(EPOCH, epoch.as_str())?;
+                    epoch
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(epoch)
+    }
+
+    pub(super) fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// Fills in the usage and the next id from what the tables hold, and logs
@@ -369,6 +401,16 @@ mod tests {
         assert_eq!(payloads(&store, SinkId(0)), ["6", "8"]);
         assert_eq!(payloads(&store, SinkId(1)), ["7", "9"]);
         assert_eq!(store.usage().bytes, 4 * one);
+    }
+
+    #[test]
+    fn the_epoch_stays_with_the_file_and_a_new_file_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.redb");
+        let first = Store::open(&path, &[]).unwrap().epoch().to_owned();
+        assert_eq!(Store::open(&path, &[]).unwrap().epoch(), first);
+        std::fs::remove_file(&path).unwrap();
+        assert_ne!(Store::open(&path, &[]).unwrap().epoch(), first);
     }
 
     #[test]
