@@ -34,6 +34,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use worker::SinkLane;
 
+/// How long shutdown waits, after the grace period, for the outbox to write
+/// the last settled deliveries before it counts what is left.
+const FINAL_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One payload for one sink, ready to send; stored as it is in the outbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
@@ -340,17 +344,16 @@ impl Sinks {
             writer,
             closing,
         } = self;
-        // What was submitted is stored before the readers may find the outbox empty.
-        if settler.outbox.sync().await.is_err() {
-            tracing::error!("the outbox stopped before the sinks");
-        }
+        // What was submitted is stored before the readers may find the outbox
+        // empty. A full outbox takes it only as deliveries make room: bounded.
+        let _ = tokio::time::timeout_at(deadline, settler.outbox.sync()).await;
         closing.send_replace(true);
         let mut final_stats = Vec::with_capacity(lanes.len());
         for (name, lane) in lanes {
             final_stats.push((name, lane.finish(deadline).await));
         }
         // The last settles are on disk before the count is read.
-        let _ = settler.outbox.sync().await;
+        let _ = tokio::time::timeout(FINAL_SYNC_TIMEOUT, settler.outbox.sync()).await;
         let left = settler.outbox.stats().records;
         if left > 0 {
             tracing::warn!(
