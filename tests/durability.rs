@@ -9,6 +9,7 @@ mod harness;
 
 use harness::mosquitto::Mosquitto;
 use harness::moto::Moto;
+use harness::recorder::Recorder;
 use rulegate::config::GatewayConfig;
 use rulegate::gateway::Gateway;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -55,12 +56,22 @@ region = "us-east-1"
 initial_backoff_ms = 50
 max_backoff_ms = 1000
 
+[sinks.relay]
+type = "mqtt"
+
 [[rules]]
 name = "archive"
 sql = "SELECT * FROM 'sensors/+/reading'"
 [[rules.actions]]
 sink = "archive"
 key = "readings/${{seq}}"
+
+[[rules]]
+name = "relay"
+sql = "SELECT seq FROM 'sensors/+/reading'"
+[[rules.actions]]
+sink = "relay"
+topic = "relayed/${{topic(2)}}"
 "#,
             broker = mosquitto.url(),
             id = uuid::Uuid::new_v4().simple(),
@@ -163,6 +174,22 @@ struct Tally {
     missing: Vec<u64>,
 }
 
+impl Tally {
+    /// The tally of the readings that arrived, in `sequence`, repeats included.
+    fn of(sequence: &[u64]) -> Tally {
+        let distinct: HashSet<u64> = sequence.iter().copied().collect();
+        Tally {
+            delivered: distinct.len(),
+            duplicated: sequence.len() - distinct.len(),
+            lost: READINGS as usize - distinct.len(),
+            missing: (0..READINGS)
+                .filter(|seq| !distinct.contains(seq))
+                .take(20)
+                .collect(),
+        }
+    }
+}
+
 /// Waits until every reading has its key in S3 (or `within` passes), then
 /// counts.
 async fn tally(moto: &Moto, within: Duration) -> Tally {
@@ -232,6 +259,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     let moto = moto_with_versioned_bucket().await;
     let site = Site::new(&mosquitto, &moto);
 
+    let mut relayed = Recorder::subscribe(mosquitto.port(), "relayed/#").await;
     let mut gateway = site.spawn_ready();
     let device = publish_readings(mosquitto.port());
     wait_for_keys(&moto, 300).await;
@@ -245,6 +273,17 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     let tally = tally(&moto, Duration::from_secs(90)).await;
     device.abort();
     check("kill -9", at_kill, &tally);
+    // The same readings republished through the mqtt sink, which counts a
+    // publish only once the broker acknowledged it.
+    let republished = relayed.take(usize::MAX, Duration::from_secs(5)).await;
+    let seqs: Vec<u64> = republished
+        .iter()
+        .map(|(_, payload)| {
+            let reading: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+            reading["seq"].as_u64().expect("a sequence number")
+        })
+        .collect();
+    check("kill -9 (mqtt sink)", at_kill, &Tally::of(&seqs));
 
     harness::terminate(gateway);
     assert_eq!(
@@ -324,16 +363,7 @@ async fn s3_down_mid_stream_then_back_delivers_everything_in_order() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     device.abort();
-    let distinct: HashSet<u64> = sequence.iter().copied().collect();
-    let tally = Tally {
-        delivered: distinct.len(),
-        duplicated: sequence.len() - distinct.len(),
-        lost: READINGS as usize - distinct.len(),
-        missing: (0..READINGS)
-            .filter(|seq| !distinct.contains(seq))
-            .take(20)
-            .collect(),
-    };
+    let tally = Tally::of(&sequence);
     check(&format!("S3 outage of {OUTAGE:?}"), at_stop, &tally);
     // One rule, one topic: one ordering key, delivered one after another. A
     // repeat (an attempt that timed out after S3 stored it) follows its

@@ -97,7 +97,9 @@ impl Target {
 /// MQTT 3.1.1 and 5 (3.1.1 drops `user_properties`).
 #[async_trait::async_trait]
 pub trait Publisher: Send + Sync {
-    /// Publishes one message; an `Err` names the cause and is retried.
+    /// Publishes one message and returns once the broker has it (its PUBACK,
+    /// for QoS 1): only then does the delivery leave the outbox. An `Err`
+    /// names the cause and is retried.
     async fn publish(
         &self,
         topic: &str,

@@ -27,6 +27,15 @@ pub(super) enum Happening {
         message: Inbound,
         pkid: u16,
     },
+    /// One of our publishes went out with this packet id (0 for QoS 0); a
+    /// publish resent after a reconnection goes out again with its id.
+    Sent {
+        pkid: u16,
+    },
+    /// The broker has one of our QoS 1 or 2 publishes.
+    Acknowledged {
+        pkid: u16,
+    },
     /// Our DISCONNECT went out.
     Disconnected,
     Other,
@@ -101,6 +110,13 @@ impl EventLoop {
                                 receipt: None,
                             },
                         },
+                        Event::Outgoing(Outgoing::Publish(pkid)) => Happening::Sent { pkid },
+                        Event::Incoming(Packet::PubAck(ack)) => {
+                            Happening::Acknowledged { pkid: ack.pkid }
+                        }
+                        Event::Incoming(Packet::PubComp(complete)) => Happening::Acknowledged {
+                            pkid: complete.pkid,
+                        },
                         Event::Outgoing(Outgoing::Disconnect) => Happening::Disconnected,
                         _ => Happening::Other,
                     },
@@ -134,6 +150,15 @@ impl EventLoop {
                                     .map_or(MqttProperties::NONE, lift_properties),
                                 receipt: None,
                             },
+                        },
+                        Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                            Happening::Sent { pkid }
+                        }
+                        Event::Incoming(Packet::PubAck(ack)) => {
+                            Happening::Acknowledged { pkid: ack.pkid }
+                        }
+                        Event::Incoming(Packet::PubComp(complete)) => Happening::Acknowledged {
+                            pkid: complete.pkid,
                         },
                         Event::Outgoing(rumqttc::Outgoing::Disconnect) => Happening::Disconnected,
                         _ => Happening::Other,

@@ -8,6 +8,7 @@
 //! backoff; everything else talks to it through channels. MQTT 3.1.1 or 5, per
 //! `broker.protocol`; [`connection`] hides which.
 
+mod confirmations;
 mod connection;
 mod receipts;
 
@@ -19,11 +20,13 @@ use crate::config::BrokerConfig;
 use crate::message::{Property, QoS};
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use confirmations::Confirmations;
 use connection::{Client, EventLoop, Happening};
 use receipts::AckQueue;
 use rulegate_sql::MqttProperties;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -261,6 +264,7 @@ pub fn spawn_subscriber(
     let egress = Egress {
         client: client.clone(),
         max_packet,
+        confirmations: None,
     };
     let task = tokio::spawn(async move {
         let mut subscriptions = Subscriptions::new(filters.borrow_and_update().clone(), address);
@@ -331,7 +335,10 @@ pub fn spawn_subscriber(
                         break;
                     }
                 }
-                Happening::Disconnected | Happening::Other => {}
+                Happening::Sent { .. }
+                | Happening::Acknowledged { .. }
+                | Happening::Disconnected
+                | Happening::Other => {}
             }
         }
     });
@@ -452,6 +459,9 @@ pub fn packet_room(payload_bytes: usize) -> usize {
 pub struct Egress {
     client: Client,
     max_packet: usize,
+    /// On the egress connection: when the broker has each publish, so the
+    /// mqtt sink counts a delivery only then.
+    confirmations: Option<Arc<Confirmations>>,
 }
 
 impl Egress {
@@ -470,8 +480,25 @@ impl Egress {
             endpoint.address(),
             shutdown,
         );
-        let task = tokio::spawn(async move { while connection.next().await.is_some() {} });
-        (Egress { client, max_packet }, task)
+        let confirmations = Arc::new(Confirmations::default());
+        let tracked = confirmations.clone();
+        let task = tokio::spawn(async move {
+            while let Some(happening) = connection.next().await {
+                match happening {
+                    Happening::Connected { session_present } => tracked.connected(session_present),
+                    Happening::Sent { pkid } => tracked.sent(pkid),
+                    Happening::Acknowledged { pkid } => tracked.acknowledged(pkid),
+                    _ => {}
+                }
+            }
+            tracked.abandon();
+        });
+        let egress = Egress {
+            client,
+            max_packet,
+            confirmations: Some(confirmations),
+        };
+        (egress, task)
     }
 
     /// Publishes a request that expects an answer on `route`: on MQTT 5 the
@@ -613,10 +640,20 @@ impl Publisher for Egress {
         user_properties: &[Property],
     ) -> Result<(), String> {
         self.check_size(topic, &payload)?;
-        self.client
-            .publish(topic, payload, qos, retain, user_properties, None)
-            .await
-            .map_err(|error| format!("publishing to `{topic}`: {error}"))
+        let queue = async {
+            self.client
+                .publish(topic, payload, qos, retain, user_properties, None)
+                .await
+                .map_err(|error| format!("publishing to `{topic}`: {error}"))
+        };
+        let Some(confirmations) = &self.confirmations else {
+            return queue.await;
+        };
+        confirmations.publish(queue).await?.map_err(|_| {
+            format!(
+                "publishing to `{topic}`: the connection lost it before the broker acknowledged it"
+            )
+        })
     }
 }
 
