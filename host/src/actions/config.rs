@@ -104,8 +104,8 @@ pub struct SinkConfig {
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
 
-    /// How many deliveries may wait or be under way at once; when the queue is
-    /// full the pipeline waits for room (backpressure). Default 1024.
+    /// How many deliveries the sink takes from the outbox into memory at once
+    /// (waiting for a worker or under way); the rest wait on disk. Default 1024.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
 
