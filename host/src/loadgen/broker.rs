@@ -35,9 +35,12 @@ impl BenchBroker {
                 let program = mosquitto_program()?;
                 // No cap on a subscriber's queue: a flat-out run measures
                 // throughput, not the broker's policy of dropping for slow
-                // readers. TCP_NODELAY, or Nagle's algorithm adds up to 40 ms.
+                // readers. 1,000 unacknowledged messages in flight per client,
+                // not 20: the gateway acknowledges a message once its outputs
+                // are in the outbox (docs/scaling.md). TCP_NODELAY, or Nagle's
+                // algorithm adds up to 40 ms.
                 let config = format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\n"
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
                 );
                 let config_path = directory.path().join("mosquitto.conf");
                 std::fs::write(&config_path, config).context("writing mosquitto.conf")?;
