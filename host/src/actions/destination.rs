@@ -8,6 +8,7 @@ use super::republish::RepublishSink;
 use super::s3::S3Sink;
 use super::sns::SnsSink;
 use super::{Delivery, SinkEnv};
+use crate::outbox::DeliveryName;
 use anyhow::Context as _;
 
 /// Why one delivery attempt failed.
@@ -98,7 +99,11 @@ impl Destination {
     /// Makes one attempt at `delivery`, whose target the caller checked fits;
     /// `name` is the delivery's own, the same at every attempt and after a
     /// restart, for services that deduplicate.
-    pub async fn deliver(&self, delivery: &Delivery, name: &str) -> Result<(), DeliveryError> {
+    pub async fn deliver(
+        &self,
+        delivery: &Delivery,
+        name: DeliveryName<'_>,
+    ) -> Result<(), DeliveryError> {
         match self {
             Destination::S3(sink) => sink.deliver(delivery).await,
             Destination::Sns(sink) => sink.deliver(delivery, name).await,

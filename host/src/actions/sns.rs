@@ -9,6 +9,7 @@ use super::config::AwsOverrides;
 use super::destination::DeliveryError;
 use super::{Delivery, Target, aws};
 use crate::message::Property;
+use crate::outbox::DeliveryName;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::config::Region;
 use aws_sdk_sns::config::retry::RetryConfig;
@@ -53,7 +54,11 @@ impl SnsSink {
 
     /// Publishes `delivery`; `name`, the delivery's own, is its deduplication
     /// id on a FIFO topic.
-    pub async fn deliver(&self, delivery: &Delivery, name: &str) -> Result<(), DeliveryError> {
+    pub async fn deliver(
+        &self,
+        delivery: &Delivery,
+        name: DeliveryName<'_>,
+    ) -> Result<(), DeliveryError> {
         let Target::Notification {
             subject,
             attributes,
@@ -69,7 +74,7 @@ impl SnsSink {
         }
         let (group, deduplication) = if self.fifo {
             let group = format!("{:016x}", delivery.ordering_key);
-            (Some(group), Some(name.to_owned()))
+            (Some(group), Some(name.to_string()))
         } else {
             (None, None)
         };

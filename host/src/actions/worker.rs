@@ -7,7 +7,7 @@ use super::config::{DeliveryPolicy, SinkKind};
 use super::destination::{DeliveryError, Destination, Retry};
 use super::stats::{SinkCounters, SinkStats};
 use super::{Delivery, FailedDelivery};
-use crate::outbox::{Outbox, SinkId};
+use crate::outbox::{DeliveryName, Outbox, SinkId};
 use rand::Rng as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,9 @@ const RETRY_READ_AFTER: Duration = Duration::from_secs(1);
 /// A running sink.
 pub(crate) struct SinkLane {
     kind: SinkKind,
-    id: SinkId,
+    lane: Lane,
     reader: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
-    counters: Arc<SinkCounters>,
-    name: Arc<str>,
 }
 
 /// A delivery in a worker's queue or under way.
@@ -87,11 +85,9 @@ impl SinkLane {
         let reader = tokio::spawn(read(lane.clone(), room, queues, closing));
         SinkLane {
             kind,
-            id,
+            lane,
             reader,
             workers,
-            counters: lane.counters,
-            name: lane.sink,
         }
     }
 
@@ -100,11 +96,11 @@ impl SinkLane {
     }
 
     pub fn id(&self) -> SinkId {
-        self.id
+        self.lane.id
     }
 
     pub fn stats(&self) -> SinkStats {
-        self.counters.snapshot()
+        self.lane.counters.snapshot()
     }
 
     /// Resolves with the final counters once the reader has ended (see
@@ -112,7 +108,7 @@ impl SinkLane {
     /// `deadline`, when what is still under way is stopped: it stays in the
     /// outbox, for the next start.
     pub async fn finish(self, deadline: Instant) -> SinkStats {
-        let name = &self.name;
+        let name = &self.lane.sink;
         for mut handle in std::iter::once(self.reader).chain(self.workers) {
             let ended = match tokio::time::timeout_at(deadline, &mut handle).await {
                 Ok(ended) => ended,
@@ -128,7 +124,7 @@ impl SinkLane {
                 _ => {}
             }
         }
-        self.counters.snapshot()
+        self.lane.counters.snapshot()
     }
 }
 
@@ -237,7 +233,7 @@ impl Worker {
         // every failed try, which sets the backoff.
         let (mut attempt, mut tries) = (1, 1);
         loop {
-            let error = match self.attempt(&delivery, &name).await {
+            let error = match self.attempt(&delivery, name).await {
                 Ok(()) => {
                     counters.delivered(taken_at.elapsed());
                     self.lane.settle(id, None);
@@ -284,7 +280,11 @@ impl Worker {
 
     /// One attempt, bounded by the sink's timeout so that a hung service
     /// cannot hold a worker forever.
-    async fn attempt(&self, delivery: &Delivery, name: &str) -> Result<(), DeliveryError> {
+    async fn attempt(
+        &self,
+        delivery: &Delivery,
+        name: DeliveryName<'_>,
+    ) -> Result<(), DeliveryError> {
         let timeout = self.policy.timeout;
         tokio::time::timeout(timeout, self.destination.deliver(delivery, name))
             .await

@@ -117,6 +117,20 @@ struct Settle {
     replacement: Option<(SinkId, Delivery)>,
 }
 
+/// See [`Outbox::delivery_name`]; written out (`<epoch>-<id>`) only by the
+/// sinks that use it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryName<'a> {
+    epoch: &'a str,
+    id: u64,
+}
+
+impl std::fmt::Display for DeliveryName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.id)
+    }
+}
+
 /// The outbox has stopped; nothing more can be stored.
 #[derive(Debug, thiserror::Error)]
 #[error("the outbox has stopped")]
@@ -213,8 +227,11 @@ impl Outbox {
     /// A name for delivery `id` that no other delivery from this outbox has
     /// had, even after an emptied outbox was removed and ids started over;
     /// services that deduplicate (SNS FIFO topics) drop a repeat by it.
-    pub fn delivery_name(&self, id: u64) -> String {
-        format!("{}-{id}", self.shared.epoch)
+    pub fn delivery_name(&self, id: u64) -> DeliveryName<'_> {
+        DeliveryName {
+            epoch: &self.shared.epoch,
+            id,
+        }
     }
 
     /// Up to `limit` of `sink`'s deliveries with ids above `after`, in order;
