@@ -677,52 +677,6 @@ async fn sns_fifo_topic_gets_each_delivery_with_its_group_and_deduplication_id_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sns_down_for_a_while_then_back_gets_every_notification_in_order() {
-    let mut moto = Moto::start();
-    let topic = "humidity-alerts.fifo";
-    let alerts = moto.create_topic_with_queue(topic).await;
-    let two_quick_attempts =
-        "attempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 200\ntimeout_ms = 1000";
-    let configs = sink_tables(&format!(
-        "[sinks.alerts]\ntype = \"sns\"\ntopic_arn = {:?}\nendpoint = {:?}\n{two_quick_attempts}\n",
-        alerts.topic_arn,
-        moto.endpoint()
-    ));
-    let (sinks, mut failed, _outbox) = start_on_moto(&moto, &configs).await;
-
-    moto.stop();
-    for n in 0..10 {
-        sinks
-            .submit(
-                "alerts",
-                notification(Some("outage"), format!("alert {n}")),
-                None,
-            )
-            .await
-            .expect("submitting");
-    }
-    eventually("retries well beyond the two attempts", || {
-        stats_of(&sinks, "alerts").retried >= 10
-    })
-    .await;
-    // moto comes back empty: the topic and its queue are made again (same ARN).
-    moto.restart();
-    let alerts = moto.create_topic_with_queue(topic).await;
-    eventually("every notification after the outage", || {
-        stats_of(&sinks, "alerts").delivered == 10
-    })
-    .await;
-    assert!(failed.try_recv().is_err(), "nothing failed for good");
-    let received = moto
-        .receive_notifications(&alerts.queue_url, 10, PATIENCE)
-        .await;
-    let messages: Vec<String> = received.into_iter().map(|n| n.message).collect();
-    let expected: Vec<String> = (0..10).map(|n| format!("alert {n}")).collect();
-    assert_eq!(messages, expected, "in order");
-    sinks.shutdown(PATIENCE).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_deliveries_that_cannot_succeed_fail_at_once() {
     let moto = Moto::start();
     let alerts = moto.create_topic_with_queue("humidity-alerts").await;
