@@ -24,3 +24,4 @@ pub mod outbox;
 pub mod pipeline;
 pub mod ruleset;
 pub mod simulate;
+pub mod tls;

@@ -74,6 +74,7 @@ impl Moto {
             .operation_timeout(Duration::from_secs(20))
             .build();
         aws_config::defaults(BehaviorVersion::latest())
+            .http_client(rulegate::tls::aws_http_client())
             .region(Region::new("us-east-1"))
             .endpoint_url(self.endpoint())
             .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))

@@ -9,10 +9,11 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::error::Error;
 
-/// The AWS configuration from the standard chain: environment, profile,
-/// instance role.
+/// The AWS configuration from the standard chain (environment, profile,
+/// credential process, web identity, instance role), over the gateway's TLS.
 pub(crate) async fn load_standard_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::tls::aws_http_client())
         .load()
         .await
 }

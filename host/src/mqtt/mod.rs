@@ -226,11 +226,11 @@ fn tls_configuration(config: &BrokerConfig) -> anyhow::Result<TlsConfiguration> 
         )),
         _ => None,
     };
-    Ok(TlsConfiguration::Simple {
-        ca: read("ca_file", ca_file)?,
-        alpn: None,
-        client_auth,
-    })
+    let ca = read("ca_file", ca_file)?;
+    let client_auth = client_auth.as_ref().map(|(cert, key)| (&cert[..], &key[..]));
+    let tls = crate::tls::client_config(&ca, client_auth)
+        .map_err(|error| anyhow::anyhow!("broker.{error:#}"))?;
+    Ok(TlsConfiguration::Rustls(Arc::new(tls)))
 }
 
 /// Connects a subscriber (the gateway's intake, the invocation service's
