@@ -36,9 +36,10 @@ pub use limits::RuleLimits;
 use bindings::RulePre;
 use compiler::Compiler;
 use host_api::RuleState;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::Duration;
 use wasmtime::Engine;
@@ -90,6 +91,10 @@ pub struct RuleEngine {
     clock: Arc<EpochClock>,
     /// What the engine was made with; `precompile` makes code with the same.
     options: EngineOptions,
+    /// The linked components in use, by the hash of their bytes: rules that
+    /// run the same module (each with its own configuration) share one copy
+    /// of its code, which is most of a module's memory.
+    linked: Mutex<HashMap<blake3::Hash, Weak<RulePre<RuleState>>>>,
 }
 
 impl RuleEngine {
@@ -108,6 +113,7 @@ impl RuleEngine {
             compiler,
             clock,
             options,
+            linked: Mutex::default(),
         })
     }
 
@@ -122,24 +128,20 @@ impl RuleEngine {
     }
 
     /// Loads a rule module from its bytes, a `.wasm` or a precompiled artifact
-    /// (told apart by their first bytes); `origin` names it in errors.
+    /// (told apart by their first bytes); `origin` names it in errors. Bytes a
+    /// loaded module already has share its compiled code.
     pub fn load_bytes(&self, origin: &Path, bytes: &[u8]) -> Result<RuleModule, LoadError> {
         let hash = blake3::hash(bytes);
-        let component = if artifact::is_precompiled(bytes) {
-            artifact::open(&self.engine, origin, bytes)?
-        } else {
-            check_header(origin, bytes)?;
-            self.compiler.compile(&self.engine, origin, bytes, &hash)?
+        let pre = match self.linked_in_use(&hash) {
+            Some(pre) => pre,
+            None => {
+                let pre = Arc::new(self.link(origin, bytes, &hash)?);
+                let mut linked = self.linked.lock().unwrap_or_else(PoisonError::into_inner);
+                linked.retain(|_, pre| pre.strong_count() > 0);
+                linked.insert(hash, Arc::downgrade(&pre));
+                pre
+            }
         };
-        let wrong_world = |error: wasmtime::Error| LoadError::WrongWorld {
-            path: origin.to_owned(),
-            reason: format!("{error:#}"),
-        };
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
-        let pre = RulePre::new(instance_pre).map_err(wrong_world)?;
         Ok(RuleModule {
             inner: Arc::new(ModuleInner {
                 pre,
@@ -149,6 +151,35 @@ impl RuleEngine {
                 _clock: self.clock.clone(),
             }),
         })
+    }
+
+    fn linked_in_use(&self, hash: &blake3::Hash) -> Option<Arc<RulePre<RuleState>>> {
+        let linked = self.linked.lock().unwrap_or_else(PoisonError::into_inner);
+        linked.get(hash).and_then(Weak::upgrade)
+    }
+
+    /// Compiles (or opens, when precompiled) and links a module.
+    fn link(
+        &self,
+        origin: &Path,
+        bytes: &[u8],
+        hash: &blake3::Hash,
+    ) -> Result<RulePre<RuleState>, LoadError> {
+        let component = if artifact::is_precompiled(bytes) {
+            artifact::open(&self.engine, origin, bytes)?
+        } else {
+            check_header(origin, bytes)?;
+            self.compiler.compile(&self.engine, origin, bytes, hash)?
+        };
+        let wrong_world = |error: wasmtime::Error| LoadError::WrongWorld {
+            path: origin.to_owned(),
+            reason: format!("{error:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        RulePre::new(instance_pre).map_err(wrong_world)
     }
 }
 
@@ -177,7 +208,7 @@ pub struct RuleModule {
 }
 
 struct ModuleInner {
-    pre: RulePre<RuleState>,
+    pre: Arc<RulePre<RuleState>>,
     hash: blake3::Hash,
     path: PathBuf,
     /// The memory of the engine's pool slots, which no rule's limit may exceed.
