@@ -262,6 +262,7 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
         .collect();
     for expected in [
         "\"broker\"/0/100",
+        "\"relay\"/0/100",
         "\"sql-republish\"/1/100",
         "\"wasm-alert\"/1/100",
         "\"file-archive\"/1/100",

@@ -8,6 +8,7 @@
 //! share its cores, as they would share them with the broker on a gateway box.
 
 mod broker;
+mod relay;
 mod traffic;
 
 pub use broker::BrokerKind;
@@ -16,6 +17,7 @@ use crate::config::GatewayConfig;
 use crate::gateway::Gateway;
 use anyhow::Context;
 use broker::BenchBroker;
+use relay::Relay;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,9 @@ pub struct LoadOptions {
 enum Stage {
     /// The broker alone: the baseline.
     Broker,
+    /// A plain MQTT client republishing each reading: the second hop through
+    /// the broker alone, the ceiling for any gateway (see `relay.rs`).
+    Relay,
     /// `SELECT *` republished by an `mqtt` action.
     SqlRepublish,
     /// `WHERE humidity < 35`, the humidity-alert Wasm rule, its alert republished.
@@ -103,7 +108,8 @@ struct Machine {
     memory_kib: u64,
 }
 
-/// Runs every scenario, flat out and at half the broker's own throughput.
+/// Runs every scenario flat out, then at half of its own and of the broker's
+/// throughput.
 pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
     // The runs' configurations live in a temporary directory; a relative path
     // from the command line means the working directory.
@@ -129,45 +135,55 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
         (
             SMALL_PAYLOAD,
             small,
-            &[Stage::SqlRepublish, Stage::WasmAlert, Stage::FileArchive][..],
+            &[
+                Stage::Relay,
+                Stage::SqlRepublish,
+                Stage::WasmAlert,
+                Stage::FileArchive,
+            ][..],
         ),
         (
             LARGE_PAYLOAD,
             large,
-            &[Stage::SqlRepublish, Stage::WasmAlert][..],
+            &[Stage::Relay, Stage::SqlRepublish, Stage::WasmAlert][..],
         ),
     ] {
         let baseline = bench
             .run(&flat(Stage::Broker, 0, payload, messages))
             .await?;
         let base_rate = baseline.per_second;
+        // Each stage's flat-out rate, for the latency runs below.
+        let mut flat_out = vec![(Stage::Broker, base_rate)];
         runs.push(baseline);
         for &stage in stages {
-            runs.push(
-                bench
-                    .run(&flat(stage, 1, payload, messages))
-                    .await?
-                    .against(base_rate),
-            );
+            let rules = usize::from(stage != Stage::Relay);
+            let run = bench.run(&flat(stage, rules, payload, messages)).await?;
+            flat_out.push((stage, run.per_second));
+            runs.push(run.against(base_rate));
         }
         if payload == SMALL_PAYLOAD {
             for rules in [10, 1000] {
                 let scenario = flat(Stage::SqlRepublish, rules, payload, messages);
                 runs.push(bench.run(&scenario).await?.against(base_rate));
             }
-            // Latency at half of what the broker alone carries.
-            let half = Some(base_rate / 2.0);
-            for stage in [Stage::Broker, Stage::SqlRepublish, Stage::WasmAlert] {
-                let scenario = Scenario {
-                    rate: half,
-                    ..flat(
-                        stage,
-                        usize::from(stage != Stage::Broker),
-                        payload,
-                        messages,
-                    )
-                };
-                runs.push(bench.run(&scenario).await?);
+            // Latency without queueing: each stage at half of what it carries
+            // flat out, and the gateway's stages also at half of the broker's
+            // rate.
+            for (stage, rate) in flat_out {
+                if !matches!(stage, Stage::Broker | Stage::SqlRepublish | Stage::WasmAlert) {
+                    continue;
+                }
+                let mut rates = vec![rate / 2.0];
+                if stage != Stage::Broker {
+                    rates.push(base_rate / 2.0);
+                }
+                for rate in rates {
+                    let scenario = Scenario {
+                        rate: Some(rate),
+                        ..flat(stage, usize::from(stage != Stage::Broker), payload, messages)
+                    };
+                    runs.push(bench.run(&scenario).await?);
+                }
             }
         }
     }
@@ -193,8 +209,14 @@ impl Bench<'_> {
         let port = self.broker.port;
         let log = SendLog::new(scenario.messages);
         let gateway = match scenario.stage {
-            Stage::Broker => None,
+            Stage::Broker | Stage::Relay => None,
             _ => Some(Gateway::start(self.gateway_config(scenario)?, None).await?),
+        };
+        let relay = match scenario.stage {
+            Stage::Relay => {
+                Some(Relay::start(port, "device/+/devicePayload", scenario.payload_bytes).await?)
+            }
+            _ => None,
         };
         let output_filter = match scenario.stage {
             Stage::Broker => "device/+/devicePayload",
@@ -233,6 +255,9 @@ impl Bench<'_> {
         };
         if let Some(gateway) = gateway {
             gateway.shutdown().await?;
+        }
+        if let Some(relay) = relay {
+            relay.stop();
         }
         Ok(RunResult::new(scenario, arrivals, started))
     }
