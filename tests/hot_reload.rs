@@ -327,7 +327,7 @@ impl Admin {
     fn of(gateway: &Gateway) -> Admin {
         let address = gateway.admin_address().expect("the admin API runs");
         Admin {
-            client: reqwest::Client::new(),
+            client: rulegate::tls::http_client_builder().build().unwrap(),
             base: format!("http://{address}"),
         }
     }

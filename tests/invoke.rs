@@ -59,7 +59,7 @@ default_timeout_secs = 5
         InvokeGateway {
             gateway,
             base: format!("http://{address}/invoke"),
-            http: reqwest::Client::new(),
+            http: rulegate::tls::http_client_builder().build().unwrap(),
             _secrets: secrets,
         }
     }

@@ -305,7 +305,7 @@ topic = "secrets/errors"
     assert_eq!(reports.len(), 3, "the failing sink's reports:\n{}", log());
     connection.abort();
 
-    let admin = reqwest::Client::new();
+    let admin = rulegate::tls::http_client_builder().build().unwrap();
     let url = format!("http://127.0.0.1:{admin_port}");
     for token in ["not-the-token-at-all", admin_token.as_str()] {
         for path in ["/rules", "/metrics", "/reload"] {
@@ -403,7 +403,9 @@ topic = "guest/errors"
         .expect("starting the gateway");
     let admin = format!("http://{}", gateway.admin_address().expect("the admin API"));
     let hostile = std::fs::read(harness::rule_module("hostile")).expect("the hostile module");
-    let upload = reqwest::Client::new()
+    let upload = rulegate::tls::http_client_builder()
+        .build()
+        .unwrap()
         .put(format!("{admin}/rules/guest/module"))
         .bearer_auth(&token)
         .body(hostile)

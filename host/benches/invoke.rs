@@ -66,7 +66,7 @@ async fn main() {
         GatewayConfig::parse(&text, Path::new("bench.toml"), secrets.path().into()).unwrap();
     let gateway = Gateway::start(config, None).await.unwrap();
     let url = format!("http://{}/invoke", gateway.invoke_address().unwrap());
-    let http = reqwest::Client::new();
+    let http = rulegate::tls::http_client_builder().build().unwrap();
 
     for call in 0..WARM_UP {
         invoke(&http, &url, call).await;

@@ -149,7 +149,7 @@ fn main() {
     let pid = gateway.id();
 
     let samples = runtime.block_on(async {
-        let admin = reqwest::Client::new();
+        let admin = rulegate::tls::http_client_builder().build().unwrap();
         // Ready once the admin API answers.
         while metric(&admin, admin_port, "rulegate_outbox_max_bytes").await == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;

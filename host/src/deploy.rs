@@ -27,8 +27,7 @@ pub async fn deploy(
     module: &Path,
 ) -> anyhow::Result<Deployed> {
     let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    crate::tls::install_default_provider();
-    let client = reqwest::Client::builder()
+    let client = crate::tls::http_client_builder()
         .timeout(DEPLOY_TIMEOUT)
         .build()
         .context("building the HTTP client")?;

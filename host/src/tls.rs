@@ -7,8 +7,8 @@
 //! providers compiled in rustls cannot pick a default by itself.
 
 use anyhow::{Context as _, bail};
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_sdk_s3::config::SharedHttpClient;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use rustls::ClientConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
@@ -19,11 +19,12 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Makes ring the process's default provider, for clients that take theirs
-/// from there (reqwest). Calling it again changes nothing.
-pub(crate) fn install_default_provider() {
+/// A builder of HTTP(S) clients over this stack. reqwest takes its provider
+/// from the process's default, so this makes ring the default first (once).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     // An error only says a default is installed already, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 /// The HTTPS client for the AWS SDK (hyper with rustls and ring), which would
@@ -44,7 +45,9 @@ pub(crate) fn client_config(
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(ca_pem) {
         let certificate = certificate.context("ca_file: not a PEM certificate")?;
-        roots.add(certificate).context("ca_file: not a usable CA certificate")?;
+        roots
+            .add(certificate)
+            .context("ca_file: not a usable CA certificate")?;
     }
     if roots.is_empty() {
         bail!("ca_file: holds no PEM certificate");
@@ -64,7 +67,7 @@ pub(crate) fn client_config(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .context("client_key_file: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")?;
-    builder
-        .with_client_auth_cert(chain, key)
-        .context("client_key_file: does not match the client certificate, or its type is not supported")
+    builder.with_client_auth_cert(chain, key).context(
+        "client_key_file: does not match the client certificate, or its type is not supported",
+    )
 }
