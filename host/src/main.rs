@@ -217,6 +217,13 @@ enum RuleCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Taken in a runtime-only build only to say where precompiling happens.
+    #[cfg(not(feature = "compiler"))]
+    #[command(hide = true)]
+    Compile {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        _arguments: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -483,6 +490,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             target,
             out,
         }) => rule_compile(&module, target.unwrap_or_else(CompileTarget::host), out)?,
+        #[cfg(not(feature = "compiler"))]
+        Command::Rule(RuleCommand::Compile { .. }) => anyhow::bail!(
+            "`rule compile` needs the compiler, and this rulegate was built without it (runtime \
+             only): precompile the rule with a full build of the same rulegate version, e.g. \
+             `rulegate rule compile --target aarch64 rule.wasm` on your laptop"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
