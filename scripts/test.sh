@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (the wasm32-wasip2 target, Mosquitto, moto), then `cargo test`.
+# (the wasm32-wasip2 target, Mosquitto, moto), then `cargo test`, then the smoke
+# test of the Raspberry Pi build under qemu (scripts/pi-smoke.sh, which installs
+# the cross toolchain and qemu-user). Arguments go to `cargo test` and leave out
+# the smoke test, to run a selection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +25,9 @@ fi
 command -v moto_server >/dev/null || { echo "moto_server is not on PATH after installing moto" >&2; exit 1; }
 
 cargo test --workspace --jobs "${CARGO_BUILD_JOBS:-2}" "$@"
+
+if [ $# -eq 0 ]; then
+    # Both aarch64 binaries, in the quick-to-build `smoke` profile; rules are
+    # precompiled with the x86_64 binary `cargo test` just built.
+    PROFILE=smoke NATIVE_RULEGATE="${CARGO_TARGET_DIR:-target}/debug/rulegate" bash scripts/pi-smoke.sh
+fi
