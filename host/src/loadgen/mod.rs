@@ -170,7 +170,10 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
             // flat out, and the gateway's stages also at half of the broker's
             // rate.
             for (stage, rate) in flat_out {
-                if !matches!(stage, Stage::Broker | Stage::SqlRepublish | Stage::WasmAlert) {
+                if !matches!(
+                    stage,
+                    Stage::Broker | Stage::SqlRepublish | Stage::WasmAlert
+                ) {
                     continue;
                 }
                 let mut rates = vec![rate / 2.0];
@@ -180,7 +183,12 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
                 for rate in rates {
                     let scenario = Scenario {
                         rate: Some(rate),
-                        ..flat(stage, usize::from(stage != Stage::Broker), payload, messages)
+                        ..flat(
+                            stage,
+                            usize::from(stage != Stage::Broker),
+                            payload,
+                            messages,
+                        )
                     };
                     runs.push(bench.run(&scenario).await?);
                 }

@@ -227,7 +227,9 @@ fn tls_configuration(config: &BrokerConfig) -> anyhow::Result<TlsConfiguration> 
         _ => None,
     };
     let ca = read("ca_file", ca_file)?;
-    let client_auth = client_auth.as_ref().map(|(cert, key)| (&cert[..], &key[..]));
+    let client_auth = client_auth
+        .as_ref()
+        .map(|(cert, key)| (&cert[..], &key[..]));
     let tls = crate::tls::client_config(&ca, client_auth)
         .map_err(|error| anyhow::anyhow!("broker.{error:#}"))?;
     Ok(TlsConfiguration::Rustls(Arc::new(tls)))
