@@ -69,6 +69,41 @@ fn cli_rule_test_prints_each_output_as_a_json_line() {
     );
 }
 
+#[test]
+fn cli_rule_test_survives_a_rule_that_prints_or_panics() {
+    let hostile = rule_module("hostile");
+    let hostile = hostile.to_str().unwrap();
+    let attack = |name: &str| {
+        let payload = format!(r#"{{"attack":"{name}"}}"#);
+        rulegate(&[
+            "rule",
+            "test",
+            hostile,
+            "--topic",
+            "t",
+            "--payload",
+            &payload,
+            "--no-cache",
+        ])
+    };
+
+    let printed = attack("print");
+    assert!(printed.status.success(), "{printed:?}");
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(stdout.contains(r#""payload":"printed""#), "{stdout}");
+    let stderr = String::from_utf8_lossy(&printed.stderr);
+    assert!(stderr.contains("hostile rule writes to stderr"), "{stderr}");
+
+    let panicked = attack("panic");
+    assert_eq!(panicked.status.code(), Some(1), "{panicked:?}");
+    let stderr = String::from_utf8_lossy(&panicked.stderr);
+    assert!(
+        stderr.contains("hostile rule panicked on purpose"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rulegate: rule `test`"), "{stderr}");
+}
+
 /// `rule compile` of rule crate `name` into `dir`, with `extra` arguments.
 fn compile_rule(name: &str, dir: &Path, extra: &[&str]) -> (PathBuf, std::process::Output) {
     let module = rule_module(name);

@@ -462,27 +462,33 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             limits,
             cache,
         }) => {
-            let limits = RuleLimits {
-                time_ms: limits.time_limit_ms,
-                memory_bytes: limits.memory_limit,
-                output_bytes: limits.output_limit,
-            };
-            let engine = RuleEngine::new(cache.engine_options(limits.memory_bytes))?;
-            let config: RuleConfig = config.into_iter().collect();
-            let mut instance = engine
-                .load_file(&module)?
-                .instantiate("test", config, limits)?;
-            let message = Message {
-                topic,
-                payload: payload.into_bytes(),
-                client_id,
-                received_at_ms: unix_time_ms(),
-                ..Message::default()
-            };
-            let outputs = instance.on_message(&message)?;
-            for output in outputs {
-                println!("{}", output.to_json());
-            }
+            // The rule's stdout and stderr are WASI streams that block on a
+            // runtime, which a thread of this one must not do: run it beside.
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let limits = RuleLimits {
+                    time_ms: limits.time_limit_ms,
+                    memory_bytes: limits.memory_limit,
+                    output_bytes: limits.output_limit,
+                };
+                let engine = RuleEngine::new(cache.engine_options(limits.memory_bytes))?;
+                let config: RuleConfig = config.into_iter().collect();
+                let mut instance = engine
+                    .load_file(&module)?
+                    .instantiate("test", config, limits)?;
+                let message = Message {
+                    topic,
+                    payload: payload.into_bytes(),
+                    client_id,
+                    received_at_ms: unix_time_ms(),
+                    ..Message::default()
+                };
+                let outputs = instance.on_message(&message)?;
+                for output in outputs {
+                    println!("{}", output.to_json());
+                }
+                Ok(())
+            })
+            .await??;
         }
         #[cfg(feature = "compiler")]
         Command::Rule(RuleCommand::Compile {
