@@ -28,8 +28,10 @@ impl Relay {
         events.set_network_options(crate::mqtt::network_options());
         client.subscribe(filter, QoS::AtLeastOnce).await?;
         // The event loop must keep polling while a publish waits for room in
-        // the client's queue, so republishing runs in a task of its own.
-        let (arrived, mut to_publish) = mpsc::channel(1000);
+        // the client's queue (the acknowledgements that make room arrive
+        // through it), so republishing runs in a task of its own, fed by a
+        // queue the event loop never waits on: a run's load is finite.
+        let (arrived, mut to_publish) = mpsc::unbounded_channel();
         let (subscribed, mut ready) = watch::channel(false);
         let receiving = tokio::spawn(async move {
             while let Ok(event) = events.poll().await {
@@ -38,7 +40,7 @@ impl Relay {
                         let _ = subscribed.send(true);
                     }
                     Event::Incoming(Packet::Publish(publish)) => {
-                        if arrived.send(publish.payload).await.is_err() {
+                        if arrived.send(publish.payload).is_err() {
                             return;
                         }
                     }
