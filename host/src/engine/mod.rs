@@ -128,8 +128,9 @@ impl RuleEngine {
     }
 
     /// Loads a rule module from its bytes, a `.wasm` or a precompiled artifact
-    /// (told apart by their first bytes); `origin` names it in errors. Bytes a
-    /// loaded module already has share its compiled code.
+    /// (told apart by their first bytes); `origin` names it in errors. Bytes
+    /// that a module still in use was loaded from reuse its compiled code (two
+    /// loads racing may each compile; the later one is kept for reuse).
     pub fn load_bytes(&self, origin: &Path, bytes: &[u8]) -> Result<RuleModule, LoadError> {
         let hash = blake3::hash(bytes);
         let pre = match self.linked_in_use(&hash) {
