@@ -15,15 +15,15 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 /// A builder of HTTP(S) clients over this stack. reqwest takes its provider
 /// from the process's default, so this makes ring the default first (once).
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     // An error only says a default is installed already, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = provider().install_default();
     reqwest::Client::builder()
 }
 
@@ -52,7 +52,7 @@ pub(crate) fn client_config(
     if roots.is_empty() {
         bail!("ca_file: holds no PEM certificate");
     }
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_root_certificates(roots);

@@ -60,6 +60,16 @@ enum Stage {
     FileArchive,
 }
 
+impl Stage {
+    /// The rules a one-rule run of this stage loads: none without a gateway.
+    fn single_rule(self) -> usize {
+        match self {
+            Stage::Broker | Stage::Relay => 0,
+            _ => 1,
+        }
+    }
+}
+
 struct Scenario {
     stage: Stage,
     rules: usize,
@@ -156,8 +166,9 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
         let mut flat_out = vec![(Stage::Broker, base_rate)];
         runs.push(baseline);
         for &stage in stages {
-            let rules = usize::from(stage != Stage::Relay);
-            let run = bench.run(&flat(stage, rules, payload, messages)).await?;
+            let run = bench
+                .run(&flat(stage, stage.single_rule(), payload, messages))
+                .await?;
             flat_out.push((stage, run.per_second));
             runs.push(run.against(base_rate));
         }
@@ -169,26 +180,21 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
             // Latency without queueing: each stage at half of what it carries
             // flat out, and the gateway's stages also at half of the broker's
             // rate.
-            for (stage, rate) in flat_out {
-                if !matches!(
+            let latency_stages = flat_out.into_iter().filter(|(stage, _)| {
+                matches!(
                     stage,
                     Stage::Broker | Stage::SqlRepublish | Stage::WasmAlert
-                ) {
-                    continue;
-                }
-                let mut rates = vec![rate / 2.0];
+                )
+            });
+            for (stage, own_rate) in latency_stages {
+                let mut rates = vec![own_rate / 2.0];
                 if stage != Stage::Broker {
                     rates.push(base_rate / 2.0);
                 }
                 for rate in rates {
                     let scenario = Scenario {
                         rate: Some(rate),
-                        ..flat(
-                            stage,
-                            usize::from(stage != Stage::Broker),
-                            payload,
-                            messages,
-                        )
+                        ..flat(stage, stage.single_rule(), payload, messages)
                     };
                     runs.push(bench.run(&scenario).await?);
                 }

@@ -40,9 +40,10 @@ impl Relay {
                         let _ = subscribed.send(true);
                     }
                     Event::Incoming(Packet::Publish(publish)) => {
-                        if arrived.send(publish.payload).is_err() {
-                            return;
-                        }
+                        // Fails only once the republishing task has ended (the
+                        // relay stopping, or its connection gone); the receiver
+                        // counts what then never arrives.
+                        let _ = arrived.send(publish.payload);
                     }
                     _ => {}
                 }
