@@ -155,7 +155,13 @@ async fn read(
             }
             tokio::select! {
                 () = lane.outbox.stored(lane.id) => {}
-                _ = closing.wait_for(|&closing| closing), if !closing_now => {}
+                closed = closing.wait_for(|&closing| closing), if !closing_now => {
+                    if closed.is_err() {
+                        // The sinks were dropped without a shutdown: nobody
+                        // waits for this reader, and what is stored stays.
+                        return;
+                    }
+                }
                 _ = stored.changed(), if closing_now => {}
             }
             continue;
