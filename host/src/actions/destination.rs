@@ -104,9 +104,11 @@ impl Destination {
         delivery: &Delivery,
         name: DeliveryName<'_>,
     ) -> Result<(), DeliveryError> {
+        // The AWS SDK's futures take kilobytes: boxed, they are not copied
+        // into every attempt's future of the light sinks too.
         match self {
-            Destination::S3(sink) => sink.deliver(delivery).await,
-            Destination::Sns(sink) => sink.deliver(delivery, name).await,
+            Destination::S3(sink) => Box::pin(sink.deliver(delivery)).await,
+            Destination::Sns(sink) => Box::pin(sink.deliver(delivery, name)).await,
             Destination::File(sink) => sink.deliver(delivery).await,
             Destination::Mqtt(sink) => sink.deliver(delivery).await,
         }

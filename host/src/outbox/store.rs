@@ -187,34 +187,33 @@ impl Store {
         when_full: WhenFull,
     ) -> anyhow::Result<Committed> {
         let txn = self.db.begin_write()?;
-        let mut writing = Writing {
-            txn: &txn,
-            tables: &self.tables,
-            usage: self.usage.clone(),
-            next_id: self.next_id,
-            appended_to: Vec::new(),
-        };
-        for (sink, delivery) in &batch.appends {
-            writing.append(*sink, delivery)?;
-        }
-        for settle in &batch.settles {
-            writing.remove(settle.sink, settle.id)?;
-            if let Some((sink, delivery)) = &settle.replacement {
+        let (usage, next_id, appended_to, dropped) = {
+            let mut writing = Writing {
+                txn: &txn,
+                names: &self.tables,
+                open: self.tables.iter().map(|_| None).collect(),
+                usage: self.usage.clone(),
+                next_id: self.next_id,
+                appended_to: Vec::new(),
+            };
+            for (sink, delivery) in &batch.appends {
                 writing.append(*sink, delivery)?;
             }
-        }
-        let mut dropped = 0;
-        if when_full == WhenFull::DropOldest {
-            while writing.usage.bytes > max_bytes && writing.drop_oldest()? {
-                dropped += 1;
+            for settle in &batch.settles {
+                writing.remove(settle.sink, settle.id)?;
+                if let Some((sink, delivery)) = &settle.replacement {
+                    writing.append(*sink, delivery)?;
+                }
             }
-        }
-        let Writing {
-            usage,
-            next_id,
-            appended_to,
-            ..
-        } = writing;
+            let mut dropped = 0;
+            if when_full == WhenFull::DropOldest {
+                while writing.usage.bytes > max_bytes && writing.drop_oldest()? {
+                    dropped += 1;
+                }
+            }
+            // Its tables borrow the transaction, which the commit takes.
+            (writing.usage, writing.next_id, writing.appended_to, dropped)
+        };
         txn.commit()?;
         self.usage = usage;
         self.next_id = next_id;
@@ -226,20 +225,30 @@ impl Store {
 }
 
 /// One write transaction under way, and the usage it will leave.
-struct Writing<'a> {
-    txn: &'a redb::WriteTransaction,
-    tables: &'a [String],
+struct Writing<'txn> {
+    txn: &'txn redb::WriteTransaction,
+    /// Table name by [`SinkId`].
+    names: &'txn [String],
+    /// Each table, opened once per transaction: opening costs as much as an insert.
+    open: Vec<Option<redb::Table<'txn, u64, &'static [u8]>>>,
     usage: Usage,
     next_id: u64,
     appended_to: Vec<SinkId>,
 }
 
-impl Writing<'_> {
+impl<'txn> Writing<'txn> {
+    fn table(&mut self, sink: SinkId) -> anyhow::Result<&mut redb::Table<'txn, u64, &'static [u8]>> {
+        let table = &mut self.open[sink.0];
+        if table.is_none() {
+            *table = Some(self.txn.open_table(Records::new(&self.names[sink.0]))?);
+        }
+        Ok(table.as_mut().expect("opened above"))
+    }
+
     fn append(&mut self, sink: SinkId, delivery: &Delivery) -> anyhow::Result<()> {
         let value = encode(delivery)?;
-        self.txn
-            .open_table(Records::new(&self.tables[sink.0]))?
-            .insert(self.next_id, value.as_slice())?;
+        let id = self.next_id;
+        self.table(sink)?.insert(id, value.as_slice())?;
         self.next_id += 1;
         self.usage.records[sink.0] += 1;
         self.usage.bytes += record_size(&value);
@@ -250,31 +259,31 @@ impl Writing<'_> {
     }
 
     fn remove(&mut self, sink: SinkId, id: u64) -> anyhow::Result<()> {
-        let mut table = self.txn.open_table(Records::new(&self.tables[sink.0]))?;
         // Gone already when `drop_oldest` took it.
-        if let Some(removed) = table.remove(id)? {
-            self.usage.records[sink.0] -= 1;
-            self.usage.bytes -= record_size(removed.value());
-        }
+        let Some(size) = self.table(sink)?.remove(id)?.map(|removed| record_size(removed.value())) else {
+            return Ok(());
+        };
+        self.usage.records[sink.0] -= 1;
+        self.usage.bytes -= size;
         Ok(())
     }
 
     /// Removes the oldest delivery of all sinks; false when there is none.
     fn drop_oldest(&mut self) -> anyhow::Result<bool> {
-        let mut oldest: Option<(u64, usize)> = None;
-        for (position, name) in self.tables.iter().enumerate() {
-            let table = self.txn.open_table(Records::new(name))?;
-            if let Some((id, _)) = table.first()? {
+        let mut oldest: Option<(u64, SinkId)> = None;
+        for position in 0..self.names.len() {
+            let sink = SinkId(position);
+            if let Some((id, _)) = self.table(sink)?.first()? {
                 let id = id.value();
                 if oldest.is_none_or(|(oldest_id, _)| id < oldest_id) {
-                    oldest = Some((id, position));
+                    oldest = Some((id, sink));
                 }
             }
         }
-        let Some((id, position)) = oldest else {
+        let Some((id, sink)) = oldest else {
             return Ok(false);
         };
-        self.remove(SinkId(position), id)?;
+        self.remove(sink, id)?;
         Ok(true)
     }
 }
@@ -307,9 +316,7 @@ fn record_size(value: &[u8]) -> u64 {
 }
 
 fn encode(delivery: &Delivery) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = postcard::to_stdvec(delivery).context("encoding a delivery")?;
-    bytes.insert(0, FORMAT);
-    Ok(bytes)
+    postcard::to_extend(delivery, vec![FORMAT]).context("encoding a delivery")
 }
 
 fn decode(bytes: &[u8]) -> Result<Delivery, String> {
