@@ -1,6 +1,7 @@
 //! One sink's reader and workers: the reader takes the sink's deliveries
-//! from the outbox in order, as far as the sink has room, and hands each to
-//! the worker of its ordering key; `concurrency` workers deliver, with retries
+//! from the outbox in order (once caught up, as the outbox writer hands them
+//! over), as far as the sink has room, and hands each to the worker of its
+//! ordering key; `concurrency` workers deliver, with retries
 //! (exponential backoff and jitter), and settle each delivery in the outbox.
 
 use super::config::{DeliveryPolicy, SinkKind};
@@ -82,7 +83,12 @@ impl SinkLane {
             })
             .unzip();
         let room = Arc::new(Semaphore::new(policy.queue_capacity));
-        let reader = tokio::spawn(read(lane.clone(), room, queues, closing));
+        let reader = Reader {
+            lane: lane.clone(),
+            room,
+            queues,
+        };
+        let reader = tokio::spawn(reader.run(closing));
         SinkLane {
             kind,
             lane,
@@ -128,72 +134,105 @@ impl SinkLane {
     }
 }
 
-/// The sink's reader: takes its deliveries from the outbox in id order while
-/// it has room, and queues each for the worker of its ordering key.
-async fn read(
+/// The sink's reader: takes its deliveries in id order while it has room,
+/// and queues each for the worker of its ordering key.
+struct Reader {
     lane: Lane,
     room: Arc<Semaphore>,
     queues: Vec<mpsc::UnboundedSender<Job>>,
-    mut closing: watch::Receiver<bool>,
-) {
-    let mut stored = lane.outbox.records();
-    let mut after = 0;
-    loop {
-        let limit = room.available_permits().clamp(1, READ_BATCH);
-        let batch = match lane.outbox.read(lane.id, after, limit).await {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::error!(sink = %lane.sink, "reading the outbox: {error:#}; trying again in {RETRY_READ_AFTER:?}");
-                tokio::time::sleep(RETRY_READ_AFTER).await;
+}
+
+impl Reader {
+    async fn run(self, mut closing: watch::Receiver<bool>) {
+        let lane = &self.lane;
+        let mut stored = lane.outbox.records();
+        let mut handed = lane.outbox.follow(lane.id);
+        // The id of the last delivery taken.
+        let mut after = 0;
+        // Whether everything committed so far has been read.
+        let mut caught_up = false;
+        loop {
+            if !caught_up {
+                let limit = self.room.available_permits().clamp(1, READ_BATCH);
+                let batch = match lane.outbox.read(lane.id, after, limit).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::error!(sink = %lane.sink, "reading the outbox: {error:#}; trying again in {RETRY_READ_AFTER:?}");
+                        tokio::time::sleep(RETRY_READ_AFTER).await;
+                        continue;
+                    }
+                };
+                caught_up = batch.is_empty();
+                for (id, delivery) in batch {
+                    after = id;
+                    if !self.queue(id, delivery).await {
+                        return;
+                    }
+                }
                 continue;
             }
-        };
-        if batch.is_empty() {
             let closing_now = *closing.borrow();
             if closing_now && *stored.borrow_and_update() == 0 {
                 return;
             }
+            // Every arm but a delivery handed over in step leads to reading
+            // the outbox again.
             tokio::select! {
-                () = lane.outbox.stored(lane.id) => {}
-                closed = closing.wait_for(|&closing| closing), if !closing_now => {
-                    if closed.is_err() {
+                () = lane.outbox.stored(lane.id) => caught_up = false,
+                Some(handed) = handed.recv() => {
+                    // Otherwise it was read already, or one before it was
+                    // not handed over: the next commit's read finds them.
+                    if handed.after == after {
+                        after = handed.id;
+                        if !self.queue(handed.id, Ok(handed.delivery)).await {
+                            return;
+                        }
+                    }
+                }
+                // In a block: the guard `wait_for` gives is not `Send`.
+                gone = async { closing.wait_for(|&closing| closing).await.is_err() }, if !closing_now => {
+                    if gone {
                         // The sinks were dropped without a shutdown: nobody
                         // waits for this reader, and what is stored stays.
                         return;
                     }
+                    caught_up = false;
                 }
-                _ = stored.changed(), if closing_now => {}
-            }
-            continue;
-        }
-        for (id, delivery) in batch {
-            after = id;
-            let delivery = match delivery {
-                Ok(delivery) => delivery,
-                Err(cause) => {
-                    tracing::error!(sink = %lane.sink, id, "an outbox record cannot be read ({cause}): removed");
-                    lane.counters.unreadable();
-                    lane.settle(id, None);
-                    continue;
-                }
-            };
-            let Ok(room) = room.clone().acquire_owned().await else {
-                return;
-            };
-            lane.counters.queued();
-            // `queues` is never empty: `concurrency` is validated to be at least 1.
-            let queue = &queues[(delivery.ordering_key % queues.len() as u64) as usize];
-            let job = Job {
-                id,
-                delivery,
-                taken_at: Instant::now(),
-                _room: room,
-            };
-            if queue.send(job).is_err() {
-                tracing::error!(sink = %lane.sink, "a sink worker has stopped");
-                return;
+                _ = stored.changed(), if closing_now => caught_up = false,
             }
         }
+    }
+
+    /// Queues delivery `id` for its worker once the sink has room; false when
+    /// the sink is stopping.
+    async fn queue(&self, id: u64, delivery: Result<Delivery, String>) -> bool {
+        let lane = &self.lane;
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(cause) => {
+                tracing::error!(sink = %lane.sink, id, "an outbox record cannot be read ({cause}): removed");
+                lane.counters.unreadable();
+                lane.settle(id, None);
+                return true;
+            }
+        };
+        let Ok(room) = self.room.clone().acquire_owned().await else {
+            return false;
+        };
+        lane.counters.queued();
+        // `queues` is never empty: `concurrency` is validated to be at least 1.
+        let queue = &self.queues[(delivery.ordering_key % self.queues.len() as u64) as usize];
+        let job = Job {
+            id,
+            delivery,
+            taken_at: Instant::now(),
+            _room: room,
+        };
+        if queue.send(job).is_err() {
+            tracing::error!(sink = %lane.sink, "a sink worker has stopped");
+            return false;
+        }
+        true
     }
 }
 

@@ -9,6 +9,13 @@
 //! place in the same transaction. After a restart the sinks simply start
 //! reading again: what was stored is delivered.
 //!
+//! A sink's reader that has read everything stored also gets each new
+//! delivery straight from the writer ([`Outbox::follow`]) as the writer takes
+//! it, before the fsync, so delivering does not wait for the disk. The
+//! message is still acknowledged only once its outputs are on disk: after a
+//! crash in between, the broker sends it again and the output goes out
+//! twice, never zero times.
+//!
 //! An outbox that holds nothing when the gateway stops is removed.
 //!
 //! The outbox is bounded (`max_bytes`); when it is full it either stops
@@ -30,6 +37,9 @@ use tokio::task::JoinHandle;
 
 /// Requests one commit takes at most, so that receipts are released steadily.
 const MAX_BATCH: usize = 4096;
+/// Deliveries handed to a sink's reader and not taken yet, at most; beyond
+/// that the reader finds them in the outbox.
+const HANDOVER_QUEUE: usize = 1024;
 /// Appends waiting for the writer; when full, submitters wait.
 const APPEND_QUEUE: usize = 8192;
 /// The wait before a failed commit (a full or failing disk) is tried again.
@@ -86,8 +96,8 @@ struct Shared {
     db: Arc<redb::Database>,
     /// See [`Outbox::delivery_name`].
     epoch: String,
-    /// Table name and wake-up of each sink, by [`SinkId`].
-    sinks: Vec<(String, Notify)>,
+    /// By [`SinkId`].
+    sinks: Vec<SinkShared>,
     /// Stored deliveries of the configured sinks; the sinks' readers watch it
     /// to know when everything is delivered.
     records: watch::Sender<u64>,
@@ -95,6 +105,27 @@ struct Shared {
     dropped: AtomicU64,
     commits: AtomicU64,
     max_bytes: u64,
+}
+
+/// What the writer and a sink's reader share.
+struct SinkShared {
+    table: String,
+    /// Notified after each commit that stored deliveries for the sink.
+    stored: Notify,
+    /// Where new deliveries are handed over, once the reader follows.
+    follower: Mutex<Option<mpsc::Sender<Handed>>>,
+}
+
+/// A delivery handed to its sink's reader as the writer takes it, before it
+/// is on disk.
+pub struct Handed {
+    /// Its id in the outbox, once committed.
+    pub id: u64,
+    /// The id of the sink's delivery before it (0: none). The reader takes
+    /// this one only if that was the last it took; otherwise one between was
+    /// not handed over, and the outbox has them all in order.
+    pub after: u64,
+    pub delivery: Delivery,
 }
 
 /// What goes through the writer's queue of appends, in order.
@@ -150,7 +181,11 @@ impl Outbox {
             db: store.database(),
             epoch: store.epoch().to_owned(),
             sinks: (0..sinks.len())
-                .map(|sink| (store.table(SinkId(sink)).to_owned(), Notify::new()))
+                .map(|sink| SinkShared {
+                    table: store.table(SinkId(sink)).to_owned(),
+                    stored: Notify::new(),
+                    follower: Mutex::new(None),
+                })
                 .collect(),
             records: watch::Sender::new(usage.records.iter().sum()),
             bytes: AtomicU64::new(usage.bytes),
@@ -244,7 +279,7 @@ impl Outbox {
     ) -> anyhow::Result<Vec<(u64, Result<Delivery, String>)>> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            store::read(&shared.db, &shared.sinks[sink.0].0, after, limit)
+            store::read(&shared.db, &shared.sinks[sink.0].table, after, limit)
         })
         .await?
     }
@@ -252,7 +287,16 @@ impl Outbox {
     /// Resolves after the next commit that stored deliveries for `sink` (at
     /// once when one came since the last call).
     pub async fn stored(&self, sink: SinkId) {
-        self.shared.sinks[sink.0].1.notified().await;
+        self.shared.sinks[sink.0].stored.notified().await;
+    }
+
+    /// From now on, `sink`'s new deliveries are also handed over as the
+    /// writer takes them, as long as the reader keeps up. One reader per
+    /// sink: a second call ends the first's hand-over.
+    pub fn follow(&self, sink: SinkId) -> mpsc::Receiver<Handed> {
+        let (handing, handed) = mpsc::channel(HANDOVER_QUEUE);
+        *lock(&self.shared.sinks[sink.0].follower) = Some(handing);
+        handed
     }
 
     /// The number of stored deliveries of the configured sinks, as it changes.
@@ -348,12 +392,40 @@ impl Writer {
                 syncs,
             } = taken;
             if batch.len() > 0 {
+                self.hand_over(&batch);
                 self.commit(batch).await;
             }
             // On disk: the messages behind these outputs may be acknowledged.
             drop(receipts);
             for sync in syncs {
                 let _ = sync.send(());
+            }
+        }
+    }
+
+    /// Hands each of `batch`'s appends to its sink's reader, where it follows
+    /// and has room, with the id the commit will give it.
+    fn hand_over(&self, batch: &Batch) {
+        let mut ids = lock(&self.store).ids().clone();
+        let followers: Vec<_> = self
+            .shared
+            .sinks
+            .iter()
+            .map(|sink| lock(&sink.follower).clone())
+            .collect();
+        for (sink, delivery) in &batch.appends {
+            let id = ids.next;
+            ids.next += 1;
+            let after = std::mem::replace(&mut ids.newest[sink.0], id);
+            let room = followers[sink.0]
+                .as_ref()
+                .and_then(|follower| follower.try_reserve().ok());
+            if let Some(room) = room {
+                room.send(Handed {
+                    id,
+                    after,
+                    delivery: delivery.clone(),
+                });
             }
         }
     }
@@ -402,7 +474,7 @@ impl Writer {
             );
         }
         for sink in committed.appended_to {
-            shared.sinks[sink.0].1.notify_one();
+            shared.sinks[sink.0].stored.notify_one();
         }
     }
 
@@ -436,10 +508,72 @@ impl Writer {
     }
 }
 
-/// The store, also after a panic elsewhere: its state is only replaced by a
-/// commit that succeeded.
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store
+/// Also after a panic elsewhere: the store's state is only replaced by a
+/// commit that succeeded, and a follower is replaced whole.
+fn lock<T>(locked: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    locked
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Target;
+    use bytes::Bytes;
+
+    fn delivery(key: &str) -> Delivery {
+        Delivery {
+            rule: "archive".into(),
+            ordering_key: 7,
+            payload: Bytes::from_static(b"{}"),
+            target: Target::Object {
+                key: key.to_owned(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_is_handed_each_new_delivery_with_the_id_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = OutboxSettings {
+            path: dir.path().join("outbox.redb"),
+            max_bytes: u64::MAX,
+            when_full: WhenFull::StopIntake,
+        };
+        let sinks = ["a".to_owned(), "b".to_owned()];
+        {
+            let (outbox, writer) = Outbox::open(&settings, &sinks).unwrap();
+            outbox
+                .append(outbox.sink(0), delivery("stored before"), None)
+                .await
+                .unwrap();
+            drop(outbox);
+            writer.await.unwrap();
+        }
+        let (outbox, _writer) = Outbox::open(&settings, &sinks).unwrap();
+        let (a, b) = (outbox.sink(0), outbox.sink(1));
+        let mut handed = outbox.follow(a);
+        for (sink, key) in [(a, "1"), (b, "2"), (a, "3")] {
+            outbox.append(sink, delivery(key), None).await.unwrap();
+        }
+        outbox.sync().await.unwrap();
+
+        let handed: Vec<_> = std::iter::from_fn(|| handed.try_recv().ok())
+            .map(|handed| (handed.after, handed.id, handed.delivery.target))
+            .collect();
+        let object = |key: &str| Target::Object {
+            key: key.to_owned(),
+        };
+        assert_eq!(handed, [(1, 2, object("1")), (2, 4, object("3"))]);
+        // The ids are the ones the deliveries were stored under.
+        let stored: Vec<_> = outbox
+            .read(a, 1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, delivery)| (id, delivery.unwrap().target))
+            .collect();
+        assert_eq!(stored, [(2, object("1")), (4, object("3"))]);
+    }
 }

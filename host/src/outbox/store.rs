@@ -52,6 +52,16 @@ pub(super) struct Usage {
     pub(super) bytes: u64,
 }
 
+/// Where the ids stand. [`Store::commit`] gives a batch's appends the ids
+/// from `next` on, in the batch's order, before any replacement.
+#[derive(Debug, Clone)]
+pub(super) struct Ids {
+    pub(super) next: u64,
+    /// The id of each configured sink's newest delivery, by [`SinkId`]; 0
+    /// when it has had none.
+    pub(super) newest: Vec<u64>,
+}
+
 pub(super) struct Store {
     db: Arc<Database>,
     /// Table name by [`SinkId`].
@@ -59,7 +69,7 @@ pub(super) struct Store {
     usage: Usage,
     /// Deliveries of sinks that are not configured now, found at open.
     foreign_records: u64,
-    next_id: u64,
+    ids: Ids,
     /// Made when the file is created: with a record's id, it names a delivery
     /// uniquely even after an emptied outbox was removed and ids start over.
     epoch: String,
@@ -91,7 +101,10 @@ impl Store {
                 bytes: 0,
             },
             foreign_records: 0,
-            next_id: 1,
+            ids: Ids {
+                next: 1,
+                newest: vec![0; sinks.len()],
+            },
             epoch: String::new(),
         };
         store.epoch = store.load_epoch()?;
@@ -122,7 +135,7 @@ impl Store {
         &self.epoch
     }
 
-    /// Fills in the usage and the next id from what the tables hold, and logs
+    /// Fills in the usage and the ids from what the tables hold, and logs
     /// deliveries left from before.
     fn count(&mut self) -> anyhow::Result<()> {
         let txn = self.db.begin_read()?;
@@ -132,16 +145,18 @@ impl Store {
                 continue;
             };
             let table = txn.open_table(Records::new(name))?;
-            let mut records = 0u64;
+            let (mut records, mut newest) = (0u64, 0);
             for entry in table.iter()? {
                 let (id, value) = entry?;
                 records += 1;
                 self.usage.bytes += record_size(value.value());
-                self.next_id = self.next_id.max(id.value() + 1);
+                newest = id.value();
             }
+            self.ids.next = self.ids.next.max(newest + 1);
             match self.tables.iter().position(|table| table == name) {
                 Some(position) => {
                     self.usage.records[position] = records;
+                    self.ids.newest[position] = newest;
                     if records > 0 {
                         tracing::info!(sink, records, "delivering what the outbox held at start");
                     }
@@ -162,6 +177,10 @@ impl Store {
 
     pub(super) fn usage(&self) -> &Usage {
         &self.usage
+    }
+
+    pub(super) fn ids(&self) -> &Ids {
+        &self.ids
     }
 
     /// Whether no table holds a delivery.
@@ -187,13 +206,13 @@ impl Store {
         when_full: WhenFull,
     ) -> anyhow::Result<Committed> {
         let txn = self.db.begin_write()?;
-        let (usage, next_id, appended_to, dropped) = {
+        let (usage, ids, appended_to, dropped) = {
             let mut writing = Writing {
                 txn: &txn,
                 names: &self.tables,
                 open: self.tables.iter().map(|_| None).collect(),
                 usage: self.usage.clone(),
-                next_id: self.next_id,
+                ids: self.ids.clone(),
                 appended_to: Vec::new(),
             };
             for (sink, delivery) in &batch.appends {
@@ -212,11 +231,11 @@ impl Store {
                 }
             }
             // Its tables borrow the transaction, which the commit takes.
-            (writing.usage, writing.next_id, writing.appended_to, dropped)
+            (writing.usage, writing.ids, writing.appended_to, dropped)
         };
         txn.commit()?;
         self.usage = usage;
-        self.next_id = next_id;
+        self.ids = ids;
         Ok(Committed {
             appended_to,
             dropped,
@@ -232,7 +251,7 @@ struct Writing<'txn> {
     /// Each table, opened once per transaction: opening costs as much as an insert.
     open: Vec<Option<redb::Table<'txn, u64, &'static [u8]>>>,
     usage: Usage,
-    next_id: u64,
+    ids: Ids,
     appended_to: Vec<SinkId>,
 }
 
@@ -247,9 +266,10 @@ impl<'txn> Writing<'txn> {
 
     fn append(&mut self, sink: SinkId, delivery: &Delivery) -> anyhow::Result<()> {
         let value = encode(delivery)?;
-        let id = self.next_id;
+        let id = self.ids.next;
         self.table(sink)?.insert(id, value.as_slice())?;
-        self.next_id += 1;
+        self.ids.next += 1;
+        self.ids.newest[sink.0] = id;
         self.usage.records[sink.0] += 1;
         self.usage.bytes += record_size(&value);
         if !self.appended_to.contains(&sink) {
@@ -387,7 +407,8 @@ mod tests {
         assert_eq!(payloads(&store, b), ["2", "report"]);
         assert_eq!(store.usage().records, [1, 2]);
         // Ids keep increasing across restarts.
-        assert_eq!(store.next_id, 5);
+        assert_eq!(store.ids().next, 5);
+        assert_eq!(store.ids().newest, [3, 4]);
     }
 
     #[test]
