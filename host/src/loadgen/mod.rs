@@ -98,6 +98,9 @@ pub struct RunResult {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     p999_ms: Option<f64>,
+    /// The p99 less the broker alone's at the same offered rate: what the
+    /// gateway adds.
+    added_p99_ms: Option<f64>,
 }
 
 /// A whole benchmark: the machine and every run.
@@ -118,8 +121,9 @@ struct Machine {
     memory_kib: u64,
 }
 
-/// Runs every scenario flat out, then at half of its own and of the broker's
-/// throughput.
+/// Runs every scenario flat out, then the relay and the one-rule gateways at
+/// half of their own and of the broker's throughput, beside the broker alone
+/// at the same rates.
 pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
     // The runs' configurations live in a temporary directory; a relative path
     // from the command line means the working directory.
@@ -177,28 +181,33 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
                 let scenario = flat(Stage::SqlRepublish, rules, payload, messages);
                 runs.push(bench.run(&scenario).await?.against(base_rate));
             }
-            // Latency without queueing: each stage at half of what it carries
-            // flat out, and the gateway's stages also at half of the broker's
-            // rate.
-            let latency_stages = flat_out.into_iter().filter(|(stage, _)| {
+            // Latency without queueing: the relay and each gateway stage at
+            // half of what it carries flat out, beside the broker alone at the
+            // same rate, so what the second hop and the gateway add is read at
+            // the same load; and at half of the broker's rate, where a stage
+            // slower than that queues.
+            let at = |stage: Stage, rate: f64| Scenario {
+                rate: Some(rate),
+                ..flat(stage, stage.single_rule(), payload, messages)
+            };
+            let broker_at_half = bench.run(&at(Stage::Broker, base_rate / 2.0)).await?;
+            let hop_stages = flat_out.into_iter().filter(|(stage, _)| {
                 matches!(
                     stage,
-                    Stage::Broker | Stage::SqlRepublish | Stage::WasmAlert
+                    Stage::Relay | Stage::SqlRepublish | Stage::WasmAlert
                 )
             });
-            for (stage, own_rate) in latency_stages {
-                let mut rates = vec![own_rate / 2.0];
-                if stage != Stage::Broker {
-                    rates.push(base_rate / 2.0);
-                }
-                for rate in rates {
-                    let scenario = Scenario {
-                        rate: Some(rate),
-                        ..flat(stage, stage.single_rule(), payload, messages)
-                    };
-                    runs.push(bench.run(&scenario).await?);
-                }
+            let mut at_broker_half = Vec::new();
+            for (stage, own_rate) in hop_stages {
+                let broker = bench.run(&at(Stage::Broker, own_rate / 2.0)).await?;
+                let hop = bench.run(&at(stage, own_rate / 2.0)).await?;
+                runs.push(hop.beside(&broker));
+                runs.push(broker);
+                let hop = bench.run(&at(stage, base_rate / 2.0)).await?;
+                at_broker_half.push(hop.beside(&broker_at_half));
             }
+            runs.push(broker_at_half);
+            runs.extend(at_broker_half);
         }
     }
     Ok(Report {
@@ -375,11 +384,19 @@ impl RunResult {
             p50_ms: p50,
             p99_ms: p99,
             p999_ms: p999,
+            added_p99_ms: None,
         }
     }
 
     fn against(mut self, broker_rate: f64) -> RunResult {
         self.ratio_to_broker = (broker_rate > 0.0).then(|| self.per_second / broker_rate);
+        self
+    }
+
+    /// Sets what this run adds to the p99 of `broker`, a run of the broker
+    /// alone at the same rate.
+    fn beside(mut self, broker: &RunResult) -> RunResult {
+        self.added_p99_ms = self.p99_ms.zip(broker.p99_ms).map(|(own, broker)| own - broker);
         self
     }
 }
@@ -435,8 +452,8 @@ impl Report {
             machine.memory_kib / 1024,
         );
         page.push_str(
-            "| stage | rules | payload | load | sent | received | lost | dup | msg/s | × broker | p50 ms | p99 ms | p99.9 ms |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+            "| stage | rules | payload | load | sent | received | lost | dup | msg/s | × broker | p50 ms | p99 ms | p99.9 ms | added p99 ms |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         let number = |value: Option<f64>, digits: usize| {
             value.map_or_else(|| "–".to_owned(), |value| format!("{value:.digits$}"))
@@ -445,7 +462,7 @@ impl Report {
             let stage = serde_json::to_value(run.stage).unwrap_or_default();
             let _ = writeln!(
                 page,
-                "| {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
                 stage.as_str().unwrap_or_default(),
                 run.rules,
                 run.payload_bytes,
@@ -460,6 +477,7 @@ impl Report {
                 number(run.p50_ms, 3),
                 number(run.p99_ms, 3),
                 number(run.p999_ms, 3),
+                number(run.added_p99_ms, 3),
             );
         }
         page
