@@ -316,4 +316,13 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
         assert_eq!(run["duplicates"], 0, "{run}");
         assert!(run["per_second"].as_f64().unwrap() > 0.0, "{run}");
     }
+    // Each hop at a set rate is set beside the broker alone at that rate.
+    let paced_hops: Vec<_> = runs
+        .iter()
+        .filter(|run| !run["offered_rate"].is_null() && run["stage"] != "broker")
+        .collect();
+    assert_eq!(paced_hops.len(), 6, "{described:?}");
+    for run in paced_hops {
+        assert!(run["added_p99_ms"].is_f64(), "{run}");
+    }
 }
