@@ -13,6 +13,7 @@ use bytes::Bytes;
 use rulegate::actions::{Publisher, SinkEnv, Sinks};
 use rulegate::config::GatewayConfig;
 use rulegate::engine::{EngineOptions, RuleEngine};
+use rulegate::loadgen::process_cpu_time;
 use rulegate::message::{Property, QoS};
 use rulegate::mqtt::Inbound;
 use rulegate::pipeline::{Pipeline, PipelineSettings};
@@ -47,19 +48,6 @@ impl Publisher for CountingPublisher {
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// CPU time of the whole process so far (user + system, all threads).
-fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("a command name") + 2..]
-        .split(' ')
-        .collect();
-    // utime and stime (fields 14 and 15 of the line) in clock ticks; Linux
-    // reports them in USER_HZ, 100 per second on every architecture.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 struct Measured {
@@ -103,7 +91,7 @@ async fn run(rules: &str) -> Measured {
         .expect("starting the rules");
 
     let payload = Bytes::from_static(REFERENCE_PAYLOAD.as_bytes());
-    let cpu_before = process_cpu_time();
+    let cpu_before = process_cpu_time(None).expect("reading /proc/self/stat");
     let started = Instant::now();
     for _ in 0..MESSAGES {
         let message = Inbound {
@@ -124,7 +112,7 @@ async fn run(rules: &str) -> Measured {
     }
     let measured = Measured {
         wall: started.elapsed(),
-        cpu: process_cpu_time() - cpu_before,
+        cpu: process_cpu_time(None).expect("reading /proc/self/stat") - cpu_before,
     };
     drop(inbound);
     task.await.expect("the pipeline ends");

@@ -76,6 +76,12 @@ impl BenchBroker {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Mosquitto's CPU time so far; `None` for the embedded broker, which
+    /// shares this process.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        super::cpu::process_cpu_time(Some(self.mosquitto.as_ref()?.id()))
+    }
+
     fn wait_until_listening(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
