@@ -2,7 +2,14 @@
 //! to ready (subscribed) with 10 Wasm rules whose modules are precompiled (in
 //! the artifact cache), the idle resident memory with those 10 rules, and the
 //! resident memory each additional SQL-only rule costs (1 rule against 10,000).
-//! Each figure is the median of a few starts of the `rulegate` binary.
+//! Each figure is the median of a few starts of the `rulegate` binary: the
+//! one cargo built for the bench, or the one `RULEGATE_BIN` names (e.g. the
+//! `dist` build that goes on a device).
+//!
+//! Resident memory is reported whole and split into the process's own
+//! (anonymous) memory and the pages of the binary and libraries it maps. The
+//! latter are clean, shared and reclaimable, and how many count depends on the
+//! page cache: the kernel maps cached neighbours of each page touched.
 //!
 //! Run with `cargo bench -p rulegate --bench footprint`.
 
@@ -12,7 +19,7 @@ mod harness;
 use harness::mosquitto::Mosquitto;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,9 +55,16 @@ struct Started {
     ready_after: Duration,
 }
 
+fn gateway_binary() -> PathBuf {
+    std::env::var_os("RULEGATE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_rulegate")),
+        PathBuf::from,
+    )
+}
+
 fn start(config: &Path) -> Started {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rulegate"))
+    let mut child = Command::new(gateway_binary())
         .args(["run", "--config"])
         .arg(config)
         .env("RULEGATE_LOG", "info")
@@ -72,15 +86,49 @@ fn start(config: &Path) -> Started {
     Started { child, ready_after }
 }
 
-/// Resident memory of a process, from /proc, in KiB.
-fn resident_kib(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .expect("reading the gateway's /proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line")
+/// Resident memory of a process, in KiB.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Resident {
+    total: u64,
+    /// The process's own memory: heap, stacks, Wasm instances.
+    anonymous: u64,
+    /// Mapped pages of the binary and libraries (and shared memory).
+    mapped: u64,
+}
+
+impl Resident {
+    fn of(child: &Child) -> Resident {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .expect("reading the gateway's /proc status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} line in /proc status"))
+        };
+        let total = field("VmRSS:");
+        let anonymous = field("RssAnon:");
+        Resident {
+            total,
+            anonymous,
+            mapped: total - anonymous,
+        }
+    }
+
+    fn describe(self) -> String {
+        format!(
+            "{:.1} MiB ({:.1} MB): own {:.1} MiB, mapped binary and libraries {:.1} MiB",
+            mib(self.total),
+            self.total as f64 * 1024.0 / 1e6,
+            mib(self.anonymous),
+            mib(self.mapped),
+        )
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 fn stop(mut started: Started) {
@@ -91,14 +139,14 @@ fn stop(mut started: Started) {
 }
 
 /// Median start-to-ready time and idle RSS over [`STARTS`] starts.
-fn measure(config: &Path) -> (Duration, u64) {
+fn measure(config: &Path) -> (Duration, Resident) {
     let mut ready = Vec::new();
     let mut resident = Vec::new();
     for _ in 0..STARTS {
         let started = start(config);
         std::thread::sleep(SETTLE);
         ready.push(started.ready_after);
-        resident.push(resident_kib(&started.child));
+        resident.push(Resident::of(&started.child));
         stop(started);
     }
     ready.sort();
@@ -131,7 +179,9 @@ fn main() {
     let (wasm_ready, wasm_resident) = measure(&wasm10);
     let (_, one_resident) = measure(&sql1);
     let (many_ready, many_resident) = measure(&sql10k);
-    let per_rule = (many_resident.saturating_sub(one_resident)) as f64 * 1024.0 / 9_999.0;
+    let per_rule = (many_resident.total.saturating_sub(one_resident.total)) as f64 * 1024.0 / 9_999.0;
+
+    println!("binary: {}\n", gateway_binary().display());
 
     println!("| measure | result | goal |");
     println!("| --- | --- | --- |");
@@ -140,17 +190,14 @@ fn main() {
         wasm_ready.as_secs_f64() * 1e3
     );
     println!(
-        "| idle RSS, 10 Wasm rules | {:.1} MiB | < 20 MB |",
-        wasm_resident as f64 / 1024.0
+        "| idle RSS, 10 Wasm rules | {} | < 20 MB |",
+        wasm_resident.describe()
     );
+    println!("| idle RSS, 1 SQL rule | {} | – |", one_resident.describe());
     println!(
-        "| idle RSS, 1 SQL rule | {:.1} MiB | – |",
-        one_resident as f64 / 1024.0
-    );
-    println!(
-        "| idle RSS, 10,000 SQL rules (ready after {:.0} ms) | {:.1} MiB | – |",
+        "| idle RSS, 10,000 SQL rules (ready after {:.0} ms) | {} | – |",
         many_ready.as_secs_f64() * 1e3,
-        many_resident as f64 / 1024.0
+        many_resident.describe()
     );
     println!(
         "| RSS per additional SQL rule | {:.1} KiB | < 20 KB |",
