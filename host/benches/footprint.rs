@@ -179,7 +179,8 @@ fn main() {
     let (wasm_ready, wasm_resident) = measure(&wasm10);
     let (_, one_resident) = measure(&sql1);
     let (many_ready, many_resident) = measure(&sql10k);
-    let per_rule = (many_resident.total.saturating_sub(one_resident.total)) as f64 * 1024.0 / 9_999.0;
+    let per_rule =
+        (many_resident.total.saturating_sub(one_resident.total)) as f64 * 1024.0 / 9_999.0;
 
     println!("binary: {}\n", gateway_binary().display());
 

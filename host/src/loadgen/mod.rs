@@ -198,10 +198,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
             };
             let broker_at_half = bench.run(&at(Stage::Broker, base_rate / 2.0)).await?;
             let hop_stages = flat_out.into_iter().filter(|(stage, _)| {
-                matches!(
-                    stage,
-                    Stage::Relay | Stage::SqlRepublish | Stage::WasmAlert
-                )
+                matches!(stage, Stage::Relay | Stage::SqlRepublish | Stage::WasmAlert)
             });
             let mut at_broker_half = Vec::new();
             for (stage, own_rate) in hop_stages {
@@ -416,7 +413,10 @@ impl RunResult {
     /// Sets what this run adds to the p99 of `broker`, a run of the broker
     /// alone at the same rate.
     fn beside(mut self, broker: &RunResult) -> RunResult {
-        self.added_p99_ms = self.p99_ms.zip(broker.p99_ms).map(|(own, broker)| own - broker);
+        self.added_p99_ms = self
+            .p99_ms
+            .zip(broker.p99_ms)
+            .map(|(own, broker)| own - broker);
         self
     }
 }

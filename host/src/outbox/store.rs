@@ -256,7 +256,10 @@ struct Writing<'txn> {
 }
 
 impl<'txn> Writing<'txn> {
-    fn table(&mut self, sink: SinkId) -> anyhow::Result<&mut redb::Table<'txn, u64, &'static [u8]>> {
+    fn table(
+        &mut self,
+        sink: SinkId,
+    ) -> anyhow::Result<&mut redb::Table<'txn, u64, &'static [u8]>> {
         let table = &mut self.open[sink.0];
         if table.is_none() {
             *table = Some(self.txn.open_table(Records::new(&self.names[sink.0]))?);
@@ -280,7 +283,11 @@ impl<'txn> Writing<'txn> {
 
     fn remove(&mut self, sink: SinkId, id: u64) -> anyhow::Result<()> {
         // Gone already when `drop_oldest` took it.
-        let Some(size) = self.table(sink)?.remove(id)?.map(|removed| record_size(removed.value())) else {
+        let Some(size) = self
+            .table(sink)?
+            .remove(id)?
+            .map(|removed| record_size(removed.value()))
+        else {
             return Ok(());
         };
         self.usage.records[sink.0] -= 1;
