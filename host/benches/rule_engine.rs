@@ -1,6 +1,9 @@
 //! Cost of the Wasm stage: one `on-message` call of `humidity-alert` on the
 //! reference payload with a reused instance, loading a cached module, and
-//! creating an instance (alone, and with the drop of the previous one). Run with `cargo bench -p rulegate --bench rule_engine`.
+//! creating an instance (alone, and with the drop of the previous one). Also
+//! the whole computation one message takes on one core, without the queues,
+//! threads and outbox of the pipeline bench: parsing the payload, the rule's
+//! SQL, and the module call. Run with `cargo bench -p rulegate --bench rule_engine`.
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -8,6 +11,7 @@ mod harness;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits};
 use rulegate::message::Message;
+use rulegate_sql::{MessageContext, Payload, Statement};
 use std::hint::black_box;
 
 const REFERENCE_PAYLOAD: &str = r#"{"name":"soilSensor3","humidity":29,"timeStampEpoch":1598536072677,"timeStampIso":"2020-08-27T13:47:52.677721"}"#;
@@ -35,6 +39,27 @@ fn rule_engine(c: &mut Criterion) {
     };
     c.bench_function("on_message/humidity_alert", |b| {
         b.iter(|| instance.on_message(black_box(&message)).expect("rule call"))
+    });
+
+    // What the router and the rule's worker compute for one message.
+    let statement = Statement::parse("SELECT * FROM 'device/+/devicePayload' WHERE humidity < 35")
+        .expect("the humidity rule's SQL");
+    let mut selected_message = Message::default();
+    c.bench_function("message_path/sql_and_wasm", |b| {
+        b.iter(|| {
+            let raw = black_box(REFERENCE_PAYLOAD.as_bytes());
+            let payload = Payload::parse(raw);
+            let context = MessageContext::new(&message.topic, &payload, raw);
+            let selected = statement
+                .evaluate(&context)
+                .expect("humidity 29 is selected");
+            selected_message.topic.clone_from(&message.topic);
+            selected_message.payload.clear();
+            selected_message
+                .payload
+                .extend_from_slice(&selected.to_bytes(raw));
+            instance.on_message(&selected_message).expect("rule call")
+        })
     });
 
     c.bench_function("load/cached_module", |b| {
