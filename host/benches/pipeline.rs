@@ -53,6 +53,9 @@ impl Publisher for CountingPublisher {
     }
 }
 
+/// Makes the builder of one flavour of tokio runtime.
+type NewRuntime = fn() -> Builder;
+
 struct Measured {
     wall: Duration,
     cpu: Duration,
@@ -149,7 +152,7 @@ fn main() {
             ),
         ),
     ];
-    let runtimes: [(&str, fn() -> Builder); 2] = [
+    let runtimes: [(&str, NewRuntime); 2] = [
         ("multi-thread", Builder::new_multi_thread),
         ("current-thread", Builder::new_current_thread),
     ];
