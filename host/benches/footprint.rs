@@ -90,10 +90,9 @@ fn start(config: &Path) -> Started {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Resident {
     total: u64,
-    /// The process's own memory: heap, stacks, Wasm instances.
+    /// The process's own memory: heap, stacks, Wasm instances. The rest is
+    /// mapped pages of the binary and libraries (and shared memory).
     anonymous: u64,
-    /// Mapped pages of the binary and libraries (and shared memory).
-    mapped: u64,
 }
 
 impl Resident {
@@ -107,12 +106,9 @@ impl Resident {
                 .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
                 .unwrap_or_else(|| panic!("no {name} line in /proc status"))
         };
-        let total = field("VmRSS:");
-        let anonymous = field("RssAnon:");
         Resident {
-            total,
-            anonymous,
-            mapped: total - anonymous,
+            total: field("VmRSS:"),
+            anonymous: field("RssAnon:"),
         }
     }
 
@@ -122,7 +118,7 @@ impl Resident {
             mib(self.total),
             self.total as f64 * 1024.0 / 1e6,
             mib(self.anonymous),
-            mib(self.mapped),
+            mib(self.total - self.anonymous),
         )
     }
 }
