@@ -12,12 +12,9 @@
 //! A sink's reader that has read everything stored also gets each new
 //! delivery straight from the writer ([`Outbox::follow`]) as the writer takes
 //! it, before the fsync, so delivering does not wait for the disk. The
-//! message is still acknowledged only once each of its outputs is on disk or
-//! delivered: after a crash in between, the broker sends it again and the
-//! output goes out twice, never zero times. The writer takes new deliveries
-//! while a commit is under way; one that its sink settles before the next
-//! commit is not written at all, which spares a fast sink's outputs the
-//! database.
+//! message is still acknowledged only once its outputs are on disk: after a
+//! crash in between, the broker sends it again and the output goes out
+//! twice, never zero times.
 //!
 //! An outbox that holds nothing when the gateway stops is removed.
 //!
@@ -34,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::{Batch, Ids, Store};
+use store::{Batch, Store};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -136,11 +133,10 @@ enum Request {
     Append {
         sink: SinkId,
         delivery: Delivery,
-        /// Dropped once the delivery is on disk or delivered: acknowledges
-        /// its message.
+        /// Dropped once the delivery is on disk: acknowledges its message.
         receipt: Option<Receipt>,
     },
-    /// Answered once every append queued before it is on disk or delivered.
+    /// Answered once every append queued before it is on disk.
     Sync(oneshot::Sender<()>),
 }
 
@@ -181,7 +177,6 @@ impl Outbox {
         let store = Store::open(&settings.path, sinks)
             .map_err(|error| error.context(format!("outbox {}", settings.path.display())))?;
         let usage = store.usage().clone();
-        let ids = store.ids().clone();
         let shared = Arc::new(Shared {
             db: store.database(),
             epoch: store.epoch().to_owned(),
@@ -201,15 +196,10 @@ impl Outbox {
         let (appends, append_queue) = mpsc::channel(APPEND_QUEUE);
         let (settles, settle_queue) = mpsc::unbounded_channel();
         let writer = Writer {
-            committer: Arc::new(Committer {
-                store: Mutex::new(store),
-                max_bytes: settings.max_bytes,
-                when_full: settings.when_full,
-                path: settings.path.clone(),
-            }),
+            store: Arc::new(Mutex::new(store)),
             shared: shared.clone(),
-            usage,
-            ids,
+            when_full: settings.when_full,
+            path: settings.path.clone(),
         };
         let task = tokio::spawn(writer.run(append_queue, settle_queue));
         let outbox = Outbox {
@@ -227,8 +217,7 @@ impl Outbox {
     }
 
     /// Stores `delivery` for `sink`; `receipt` is released once it is on
-    /// disk or delivered. Waits while the writer is behind or the outbox is
-    /// full.
+    /// disk. Waits while the writer is behind or the outbox is full.
     pub async fn append(
         &self,
         sink: SinkId,
@@ -243,8 +232,7 @@ impl Outbox {
         self.appends.send(append).await.map_err(|_| OutboxClosed)
     }
 
-    /// Returns once everything appended before the call is on disk or
-    /// delivered.
+    /// Returns once everything appended before the call is on disk.
     pub async fn sync(&self) -> Result<(), OutboxClosed> {
         let (synced, done) = oneshot::channel();
         self.appends
@@ -328,239 +316,135 @@ impl Outbox {
     }
 }
 
-/// What the writer has taken and not yet committed: the next transaction,
-/// and what waits for it.
+/// What the writer took for one commit.
 #[derive(Default)]
-struct Pending {
-    /// New deliveries in id order, each already handed over where its sink
-    /// follows; `None` once it was settled before it was stored.
-    appends: Vec<(SinkId, u64, Option<Delivery>)>,
-    /// Settled deliveries that are stored.
-    removes: Vec<(SinkId, u64)>,
+struct Taken {
+    batch: Batch,
     receipts: Vec<Receipt>,
     syncs: Vec<oneshot::Sender<()>>,
 }
 
-impl Pending {
-    fn len(&self) -> usize {
-        self.appends.len() + self.removes.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0 && self.receipts.is_empty() && self.syncs.is_empty()
-    }
-
-    /// A delivery not stored yet is simply not stored: its sink has it.
-    fn settle(&mut self, settle: Settle, ids: &mut Ids) {
-        match self
-            .appends
-            .binary_search_by_key(&settle.id, |&(_, id, _)| id)
-        {
-            Ok(position) => self.appends[position].2 = None,
-            Err(_) => self.removes.push((settle.sink, settle.id)),
-        }
-        if let Some((sink, delivery)) = settle.replacement {
-            let (id, _) = ids.give(sink);
-            self.appends.push((sink, id, Some(delivery)));
-        }
-    }
-
-    /// Splits into the transaction and what waits for it.
-    fn into_batch(self) -> (Batch, Released) {
-        let appends = self
-            .appends
-            .into_iter()
-            .filter_map(|(sink, id, delivery)| Some((sink, id, delivery?)))
-            .collect();
-        let batch = Batch {
-            appends,
-            removes: self.removes,
-        };
-        let released = Released {
-            receipts: self.receipts,
-            syncs: self.syncs,
-        };
-        (batch, released)
-    }
-}
-
-/// Released once a batch is committed, or at once when all it held was
-/// delivered before: the messages behind its outputs may be acknowledged.
-struct Released {
-    receipts: Vec<Receipt>,
-    syncs: Vec<oneshot::Sender<()>>,
-}
-
-impl Released {
-    fn release(self) {
-        drop(self.receipts);
-        for sync in self.syncs {
-            let _ = sync.send(());
-        }
-    }
-}
-
-/// A commit under way on a blocking thread, and what waits for it.
-struct InFlight {
-    commit: JoinHandle<store::Committed>,
-    released: Released,
-}
-
-/// The one task that writes. It takes appends and settles and hands each new
-/// delivery to its sink's reader at once; what it takes while a commit is
-/// under way goes into the next one. A delivery settled before that next
-/// commit is never written: its sink has it, so neither disk nor redb sees
-/// it, and its message is acknowledged all the same.
-struct Writer {
-    committer: Arc<Committer>,
-    shared: Arc<Shared>,
-    /// The usage as of the last commit.
-    usage: store::Usage,
-    ids: Ids,
-}
-
-impl Writer {
-    async fn run(
-        mut self,
-        mut appends: mpsc::Receiver<Request>,
-        mut settles: mpsc::UnboundedReceiver<Settle>,
-    ) {
-        let mut pending = Pending::default();
-        let mut in_flight: Option<InFlight> = None;
-        let mut paused = false;
-        loop {
-            let full = self.committer.when_full == WhenFull::StopIntake
-                && self.usage.bytes >= self.shared.max_bytes;
-            // With nothing left that could settle, waiting for room would be forever.
-            let waiting_for_room = full && !settles.is_closed();
-            if paused != waiting_for_room {
-                paused = waiting_for_room;
-                self.committer.log_pause(paused, self.shared.max_bytes);
-            }
-            let take_appends = !waiting_for_room && pending.len() < MAX_BATCH;
-            tokio::select! {
-                biased;
-                committed = async { (&mut in_flight.as_mut().expect("checked").commit).await }, if in_flight.is_some() => {
-                    self.committed(committed.expect("an outbox commit does not panic"));
-                    in_flight.take().expect("checked").released.release();
-                }
-                Some(settle) = settles.recv() => pending.settle(settle, &mut self.ids),
-                Some(request) = appends.recv(), if take_appends => self.take(request, &mut pending),
-                // Both queues closed and empty, nothing under way: every handle is gone.
-                else => return self.close(),
-            }
-            while pending.len() < MAX_BATCH {
-                if let Ok(settle) = settles.try_recv() {
-                    pending.settle(settle, &mut self.ids);
-                } else if let Some(request) =
-                    take_appends.then(|| appends.try_recv().ok()).flatten()
-                {
-                    self.take(request, &mut pending);
-                } else {
-                    break;
-                }
-            }
-            if in_flight.is_none() && !pending.is_empty() {
-                let (batch, released) = std::mem::take(&mut pending).into_batch();
-                if batch.is_empty() {
-                    released.release();
-                } else {
-                    let commit = tokio::spawn(self.committer.clone().commit(batch));
-                    in_flight = Some(InFlight { commit, released });
-                }
-            }
-        }
-    }
-
-    /// Takes `request` into `pending`; an append gets its id and is handed to
-    /// its sink's reader, when that follows and has room.
-    fn take(&mut self, request: Request, pending: &mut Pending) {
+impl Taken {
+    fn add(&mut self, request: Request) {
         match request {
             Request::Append {
                 sink,
                 delivery,
                 receipt,
             } => {
-                let (id, after) = self.ids.give(sink);
-                let follower = lock(&self.shared.sinks[sink.0].follower);
-                if let Some(room) = follower.as_ref().and_then(|f| f.try_reserve().ok()) {
-                    room.send(Handed {
-                        id,
-                        after,
-                        delivery: delivery.clone(),
-                    });
-                }
-                pending.appends.push((sink, id, Some(delivery)));
-                pending.receipts.extend(receipt);
+                self.batch.appends.push((sink, delivery));
+                self.receipts.extend(receipt);
             }
-            Request::Sync(synced) => pending.syncs.push(synced),
-        }
-    }
-
-    /// Publishes the new usage and wakes the sinks that got deliveries.
-    fn committed(&mut self, committed: store::Committed) {
-        let shared = &self.shared;
-        self.usage = committed.usage;
-        shared.commits.fetch_add(1, Ordering::Relaxed);
-        shared.bytes.store(self.usage.bytes, Ordering::Relaxed);
-        shared.records.send_replace(self.usage.records.iter().sum());
-        if committed.dropped > 0 {
-            shared
-                .dropped
-                .fetch_add(committed.dropped, Ordering::Relaxed);
-            tracing::warn!(
-                outbox = %self.committer.path.display(),
-                dropped = committed.dropped,
-                "outbox full: dropped the oldest deliveries (outbox.when_full = \"drop_oldest\")"
-            );
-        }
-        for sink in committed.appended_to {
-            shared.sinks[sink.0].stored.notify_one();
-        }
-    }
-
-    /// Every handle is gone: an outbox that holds nothing is removed, so a
-    /// state directory keeps only outboxes with something to deliver.
-    fn close(self) {
-        if !lock(&self.committer.store).holds_nothing() {
-            return;
-        }
-        let path = self.committer.path.clone();
-        drop(self.committer);
-        drop(self.shared);
-        if let Err(error) = std::fs::remove_file(&path) {
-            tracing::warn!(outbox = %path.display(), "removing the empty outbox: {error}");
+            Request::Sync(synced) => self.syncs.push(synced),
         }
     }
 }
 
-/// Writes batches to the store, one at a time, on blocking threads.
-struct Committer {
-    /// Locked by one commit at a time: the writer starts the next only once
-    /// the last has ended.
-    store: Mutex<Store>,
-    max_bytes: u64,
+/// The one task that writes: takes appends and settles, commits them in
+/// batches, then releases receipts and wakes the sinks.
+struct Writer {
+    /// Locked only by the writer, around each commit on a blocking thread.
+    store: Arc<Mutex<Store>>,
+    shared: Arc<Shared>,
     when_full: WhenFull,
     /// The database file, for logs.
     path: PathBuf,
 }
 
-impl Committer {
+impl Writer {
+    async fn run(
+        self,
+        mut appends: mpsc::Receiver<Request>,
+        mut settles: mpsc::UnboundedReceiver<Settle>,
+    ) {
+        let mut paused = false;
+        loop {
+            let full = self.when_full == WhenFull::StopIntake
+                && self.usage().bytes >= self.shared.max_bytes;
+            // With nothing left that could settle, waiting for room would be forever.
+            let take_appends = !full || settles.is_closed();
+            if paused == take_appends {
+                paused = !take_appends;
+                self.log_pause(paused);
+            }
+            let mut taken = Taken::default();
+            tokio::select! {
+                biased;
+                Some(settle) = settles.recv() => taken.batch.settles.push(settle),
+                Some(request) = appends.recv(), if take_appends => taken.add(request),
+                // Both queues closed and empty: every handle is gone.
+                else => return self.close(),
+            }
+            while taken.batch.len() < MAX_BATCH {
+                if let Ok(settle) = settles.try_recv() {
+                    taken.batch.settles.push(settle);
+                } else if let Some(request) =
+                    take_appends.then(|| appends.try_recv().ok()).flatten()
+                {
+                    taken.add(request);
+                } else {
+                    break;
+                }
+            }
+            let Taken {
+                batch,
+                receipts,
+                syncs,
+            } = taken;
+            if batch.len() > 0 {
+                self.hand_over(&batch);
+                self.commit(batch).await;
+            }
+            // On disk: the messages behind these outputs may be acknowledged.
+            drop(receipts);
+            for sync in syncs {
+                let _ = sync.send(());
+            }
+        }
+    }
+
+    /// Hands each of `batch`'s appends to its sink's reader, where it follows
+    /// and has room, with the id the commit will give it.
+    fn hand_over(&self, batch: &Batch) {
+        let mut ids = lock(&self.store).ids().clone();
+        let followers: Vec<_> = self
+            .shared
+            .sinks
+            .iter()
+            .map(|sink| lock(&sink.follower).clone())
+            .collect();
+        for (sink, delivery) in &batch.appends {
+            let id = ids.next;
+            ids.next += 1;
+            let after = std::mem::replace(&mut ids.newest[sink.0], id);
+            let room = followers[sink.0]
+                .as_ref()
+                .and_then(|follower| follower.try_reserve().ok());
+            if let Some(room) = room {
+                room.send(Handed {
+                    id,
+                    after,
+                    delivery: delivery.clone(),
+                });
+            }
+        }
+    }
+
     /// Commits `batch`, trying again until it succeeds: a delivery taken is
     /// never dropped, and meanwhile nothing is acknowledged.
-    async fn commit(self: Arc<Self>, mut batch: Batch) -> store::Committed {
+    async fn commit(&self, mut batch: Batch) {
+        let (max_bytes, when_full) = (self.shared.max_bytes, self.when_full);
         loop {
-            let committer = self.clone();
+            let store = self.store.clone();
             let (returned, result) = tokio::task::spawn_blocking(move || {
-                let result =
-                    lock(&committer.store).commit(&batch, committer.max_bytes, committer.when_full);
+                let result = lock(&store).commit(&batch, max_bytes, when_full);
                 (batch, result)
             })
             .await
             .expect("an outbox commit does not panic");
             batch = returned;
             match result {
-                Ok(committed) => return committed,
+                Ok(committed) => return self.committed(committed),
                 Err(error) => {
                     tracing::error!(
                         outbox = %self.path.display(),
@@ -572,11 +456,50 @@ impl Committer {
         }
     }
 
-    fn log_pause(&self, paused: bool, max_bytes: u64) {
+    /// Publishes the new usage and wakes the sinks that got deliveries.
+    fn committed(&self, committed: store::Committed) {
+        let shared = &self.shared;
+        let usage = self.usage();
+        shared.commits.fetch_add(1, Ordering::Relaxed);
+        shared.bytes.store(usage.bytes, Ordering::Relaxed);
+        shared.records.send_replace(usage.records.iter().sum());
+        if committed.dropped > 0 {
+            shared
+                .dropped
+                .fetch_add(committed.dropped, Ordering::Relaxed);
+            tracing::warn!(
+                outbox = %self.path.display(),
+                dropped = committed.dropped,
+                "outbox full: dropped the oldest deliveries (outbox.when_full = \"drop_oldest\")"
+            );
+        }
+        for sink in committed.appended_to {
+            shared.sinks[sink.0].stored.notify_one();
+        }
+    }
+
+    fn usage(&self) -> store::Usage {
+        lock(&self.store).usage().clone()
+    }
+
+    /// Every handle is gone: an outbox that holds nothing is removed, so a
+    /// state directory keeps only outboxes with something to deliver.
+    fn close(self) {
+        if !lock(&self.store).holds_nothing() {
+            return;
+        }
+        drop(self.store);
+        drop(self.shared);
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            tracing::warn!(outbox = %self.path.display(), "removing the empty outbox: {error}");
+        }
+    }
+
+    fn log_pause(&self, paused: bool) {
         if paused {
             tracing::warn!(
                 outbox = %self.path.display(),
-                max_bytes,
+                max_bytes = self.shared.max_bytes,
                 "outbox full: taking no more outputs until deliveries make room"
             );
         } else {
@@ -608,42 +531,6 @@ mod tests {
                 key: key.to_owned(),
             },
         }
-    }
-
-    #[test]
-    fn a_delivery_settled_before_its_commit_is_never_stored() {
-        let (a, b) = (SinkId(0), SinkId(1));
-        // Delivery 1 of sink a is stored already.
-        let mut ids = Ids {
-            next: 2,
-            newest: vec![1, 0],
-        };
-        let mut pending = Pending::default();
-        for (sink, key) in [(a, "2"), (b, "3"), (a, "4")] {
-            let (id, _) = ids.give(sink);
-            pending.appends.push((sink, id, Some(delivery(key))));
-        }
-        let settle = |sink, id, replacement| Settle {
-            sink,
-            id,
-            replacement,
-        };
-        pending.settle(settle(a, 2, None), &mut ids);
-        pending.settle(settle(a, 1, None), &mut ids);
-        // Delivery 4 failed at once: its report goes to sink b instead.
-        pending.settle(settle(a, 4, Some((b, delivery("report")))), &mut ids);
-
-        let (batch, _) = pending.into_batch();
-        let appends: Vec<_> = batch
-            .appends
-            .iter()
-            .map(|(sink, id, delivery)| (*sink, *id, delivery.target.clone()))
-            .collect();
-        let object = |key: &str| Target::Object {
-            key: key.to_owned(),
-        };
-        assert_eq!(appends, [(b, 3, object("3")), (b, 5, object("report"))]);
-        assert_eq!(batch.removes, [(a, 1)]);
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! ids, each encoded with postcard behind a format byte. Synchronous; the
 //! outbox runs it on blocking threads.
 
-use super::{SinkId, WhenFull};
+use super::{Settle, SinkId, WhenFull};
 use crate::actions::Delivery;
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _};
@@ -25,15 +25,13 @@ const EPOCH: &str = "epoch";
 /// A write the outbox commits in one transaction.
 #[derive(Default)]
 pub(super) struct Batch {
-    /// New deliveries under the ids the writer gave them.
-    pub(super) appends: Vec<(SinkId, u64, Delivery)>,
-    /// Settled deliveries, by sink and id.
-    pub(super) removes: Vec<(SinkId, u64)>,
+    pub(super) appends: Vec<(SinkId, Delivery)>,
+    pub(super) settles: Vec<Settle>,
 }
 
 impl Batch {
-    pub(super) fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.removes.is_empty()
+    pub(super) fn len(&self) -> usize {
+        self.appends.len() + self.settles.len()
     }
 }
 
@@ -43,8 +41,6 @@ pub(super) struct Committed {
     pub(super) appended_to: Vec<SinkId>,
     /// Old deliveries removed to make room (`when_full = "drop_oldest"`).
     pub(super) dropped: u64,
-    /// The usage after the commit.
-    pub(super) usage: Usage,
 }
 
 /// How full the outbox is; kept by the one writer, so never read back from disk.
@@ -56,23 +52,14 @@ pub(super) struct Usage {
     pub(super) bytes: u64,
 }
 
-/// Where the ids stand: the outbox's writer gives them out, in the order it
-/// takes deliveries, and starts from what the tables held at open.
+/// Where the ids stand. [`Store::commit`] gives a batch's appends the ids
+/// from `next` on, in the batch's order, before any replacement.
 #[derive(Debug, Clone)]
 pub(super) struct Ids {
     pub(super) next: u64,
     /// The id of each configured sink's newest delivery, by [`SinkId`]; 0
     /// when it has had none.
     pub(super) newest: Vec<u64>,
-}
-
-impl Ids {
-    /// The id of `sink`'s next delivery, and the id of the one before it.
-    pub(super) fn give(&mut self, sink: SinkId) -> (u64, u64) {
-        let id = self.next;
-        self.next += 1;
-        (id, std::mem::replace(&mut self.newest[sink.0], id))
-    }
 }
 
 pub(super) struct Store {
@@ -82,7 +69,6 @@ pub(super) struct Store {
     usage: Usage,
     /// Deliveries of sinks that are not configured now, found at open.
     foreign_records: u64,
-    /// As the tables held them at open.
     ids: Ids,
     /// Made when the file is created: with a record's id, it names a delivery
     /// uniquely even after an emptied outbox was removed and ids start over.
@@ -193,7 +179,6 @@ impl Store {
         &self.usage
     }
 
-    /// Where the ids stood at open.
     pub(super) fn ids(&self) -> &Ids {
         &self.ids
     }
@@ -221,19 +206,23 @@ impl Store {
         when_full: WhenFull,
     ) -> anyhow::Result<Committed> {
         let txn = self.db.begin_write()?;
-        let (usage, appended_to, dropped) = {
+        let (usage, ids, appended_to, dropped) = {
             let mut writing = Writing {
                 txn: &txn,
                 names: &self.tables,
                 open: self.tables.iter().map(|_| None).collect(),
                 usage: self.usage.clone(),
+                ids: self.ids.clone(),
                 appended_to: Vec::new(),
             };
-            for (sink, id, delivery) in &batch.appends {
-                writing.append(*sink, *id, delivery)?;
+            for (sink, delivery) in &batch.appends {
+                writing.append(*sink, delivery)?;
             }
-            for &(sink, id) in &batch.removes {
-                writing.remove(sink, id)?;
+            for settle in &batch.settles {
+                writing.remove(settle.sink, settle.id)?;
+                if let Some((sink, delivery)) = &settle.replacement {
+                    writing.append(*sink, delivery)?;
+                }
             }
             let mut dropped = 0;
             if when_full == WhenFull::DropOldest {
@@ -242,14 +231,14 @@ impl Store {
                 }
             }
             // Its tables borrow the transaction, which the commit takes.
-            (writing.usage, writing.appended_to, dropped)
+            (writing.usage, writing.ids, writing.appended_to, dropped)
         };
         txn.commit()?;
-        self.usage = usage.clone();
+        self.usage = usage;
+        self.ids = ids;
         Ok(Committed {
             appended_to,
             dropped,
-            usage,
         })
     }
 }
@@ -262,6 +251,7 @@ struct Writing<'txn> {
     /// Each table, opened once per transaction: opening costs as much as an insert.
     open: Vec<Option<redb::Table<'txn, u64, &'static [u8]>>>,
     usage: Usage,
+    ids: Ids,
     appended_to: Vec<SinkId>,
 }
 
@@ -277,9 +267,12 @@ impl<'txn> Writing<'txn> {
         Ok(table.as_mut().expect("opened above"))
     }
 
-    fn append(&mut self, sink: SinkId, id: u64, delivery: &Delivery) -> anyhow::Result<()> {
+    fn append(&mut self, sink: SinkId, delivery: &Delivery) -> anyhow::Result<()> {
         let value = encode(delivery)?;
+        let id = self.ids.next;
         self.table(sink)?.insert(id, value.as_slice())?;
+        self.ids.next += 1;
+        self.ids.newest[sink.0] = id;
         self.usage.records[sink.0] += 1;
         self.usage.bytes += record_size(&value);
         if !self.appended_to.contains(&sink) {
@@ -397,20 +390,20 @@ mod tests {
         {
             let mut store = Store::open(&path, &sinks).unwrap();
             let batch = Batch {
-                appends: vec![
-                    (a, 1, delivery("1")),
-                    (b, 2, delivery("2")),
-                    (a, 3, delivery("3")),
-                ],
-                removes: Vec::new(),
+                appends: vec![(a, delivery("1")), (b, delivery("2")), (a, delivery("3"))],
+                settles: Vec::new(),
             };
             store
                 .commit(&batch, u64::MAX, WhenFull::StopIntake)
                 .unwrap();
             // Delivery 1 failed for good; its report goes to sink b instead.
             let settle = Batch {
-                appends: vec![(b, 4, delivery("report"))],
-                removes: vec![(a, 1)],
+                appends: Vec::new(),
+                settles: vec![Settle {
+                    sink: a,
+                    id: 1,
+                    replacement: Some((b, delivery("report"))),
+                }],
             };
             store
                 .commit(&settle, u64::MAX, WhenFull::StopIntake)
@@ -432,11 +425,11 @@ mod tests {
         let mut store = Store::open(&dir.path().join("outbox.redb"), &sinks).unwrap();
         let one = record_size(&encode(&delivery("0")).unwrap());
         let appends = (0..10)
-            .map(|n| (SinkId(n % 2), n as u64 + 1, delivery(&n.to_string())))
+            .map(|n| (SinkId(n % 2), delivery(&n.to_string())))
             .collect();
         let batch = Batch {
             appends,
-            removes: Vec::new(),
+            settles: Vec::new(),
         };
         let committed = store.commit(&batch, 4 * one, WhenFull::DropOldest).unwrap();
         assert_eq!(committed.dropped, 6);
