@@ -41,7 +41,7 @@ for kind in $BUILDS; do
 done
 binaries=()
 if [[ " $BUILDS " == *" runtime "* ]]; then
-    build "$runtime_profile" --no-default-features
+    build "$runtime_profile" --no-default-features --features mimalloc
     # Renamed, since a full build in the same profile writes `rulegate` too.
     cp "$(out_dir "$runtime_profile")/rulegate" "$(out_dir "$runtime_profile")/rulegate-runtime"
     binaries+=("$(out_dir "$runtime_profile")/rulegate-runtime")

@@ -21,6 +21,14 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+// The pipeline allocates a little for every message (its payload, the SQL
+// selection, the outputs) on several threads; mimalloc does that with less
+// CPU than glibc's allocator: about +30 % messages per CPU-second with the
+// Wasm rule in `cargo bench -p rulegate --bench pipeline`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rulegate",
