@@ -64,9 +64,8 @@ step "precompiling humidity-alert on $(uname -m) for aarch64"
     fail "rule compile --target aarch64"
 
 # qemu-user translates each aarch64 instruction, and the smoke profile leaves
-# the dependencies unoptimised: a call that takes well under a millisecond on a
-# Pi can take more than the default 100 ms here. The limits themselves are
-# tested natively by `cargo test`.
+# the dependencies unoptimised: here the rule's start alone overran the default
+# 100 ms limit. The limits themselves are tested natively by `cargo test`.
 time_limit_ms=10000
 expected='{"type":"emit","payload":"Humidity 32 under threshold for device name soilSensor2","attributes":{"subject":"Attention:Humidity Under Threshold"}}'
 rule_test() {
