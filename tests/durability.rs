@@ -186,9 +186,10 @@ impl Device {
         self.acknowledged.load(Ordering::Relaxed)
     }
 
-    /// Waits until the broker acknowledged [`FAULT_AT`] readings: the moment
-    /// a test's fault strikes, mid-stream by construction.
-    async fn wait_for_fault_point(&self) {
+    /// Waits until the broker acknowledged [`FAULT_AT`] readings, the moment
+    /// a test's fault strikes (mid-stream by construction), and returns how
+    /// many it acknowledged by then.
+    async fn fault_point(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.acknowledged() < FAULT_AT {
             assert!(
@@ -198,6 +199,7 @@ impl Device {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.acknowledged()
     }
 }
 
@@ -327,8 +329,7 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     let mut relayed = Recorder::subscribe(mosquitto.port(), "relayed/#").await;
     let mut gateway = site.spawn_ready();
     let device = Device::start(mosquitto.port());
-    device.wait_for_fault_point().await;
-    let at_fault = device.acknowledged();
+    let at_fault = device.fault_point().await;
     gateway.kill().expect("kill -9 the gateway");
     gateway.wait().expect("reaping the gateway");
     // The device goes on publishing; the broker keeps the gateway's share.
@@ -367,8 +368,7 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() {
         .expect("starting the gateway");
 
     let device = Device::start(mosquitto.port());
-    device.wait_for_fault_point().await;
-    let at_fault = device.acknowledged();
+    let at_fault = device.fault_point().await;
     mosquitto.restart();
 
     let tally = tally(&moto).await;
@@ -387,8 +387,7 @@ async fn s3_down_mid_stream_then_back_delivers_everything_in_order() {
         .expect("starting the gateway");
 
     let device = Device::start(mosquitto.port());
-    device.wait_for_fault_point().await;
-    let at_fault = device.acknowledged();
+    let at_fault = device.fault_point().await;
     moto.stop();
     tokio::time::sleep(OUTAGE).await;
     // moto comes back empty: the bucket is created again, as an operator would.
