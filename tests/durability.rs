@@ -252,17 +252,13 @@ fn stored(moto: &Moto) -> Vec<u64> {
         .collect()
 }
 
-fn distinct(sequence: &[u64]) -> usize {
-    sequence.iter().copied().collect::<HashSet<_>>().len()
-}
-
 /// Waits until S3 stored every reading, or stored no new one for [`STALL`],
 /// and returns what it stored.
 async fn settle(moto: &Moto) -> Vec<u64> {
     let (mut most, mut progressed) = (0, Instant::now());
     loop {
         let sequence = stored(moto);
-        let count = distinct(&sequence);
+        let count = Tally::of(&sequence).delivered;
         if count as u64 >= READINGS || progressed.elapsed() > STALL {
             return sequence;
         }
