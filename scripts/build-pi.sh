@@ -8,7 +8,8 @@
 # in the size-tuned profiles of the workspace's Cargo.toml. PROFILE builds both
 # in another profile (the test suite's smoke test uses `smoke`); BUILDS (default
 # "runtime full") picks the binaries. CARGO_TARGET_DIR moves `target/`;
-# CARGO_BUILD_JOBS caps the parallel jobs (default 2). See docs/raspberry-pi.md.
+# CARGO_BUILD_JOBS caps the parallel jobs (default: one per CPU). See
+# docs/raspberry-pi.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +35,7 @@ fi
 
 # Cargo writes the dev profile to `debug/`, every other one to a folder of its name.
 out_dir() { echo "${CARGO_TARGET_DIR:-target}/$TARGET/$([ "$1" = dev ] && echo debug || echo "$1")"; }
-build() { cargo build --profile "$1" --target "$TARGET" -p rulegate --jobs "${CARGO_BUILD_JOBS:-2}" "${@:2}"; }
+build() { cargo build --profile "$1" --target "$TARGET" -p rulegate "${@:2}"; }
 for kind in $BUILDS; do
     [[ "$kind" == runtime || "$kind" == full ]] ||
         { echo "build-pi: BUILDS names \`$kind\`; it takes \`runtime\` and \`full\`" >&2; exit 2; }
