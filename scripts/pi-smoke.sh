@@ -13,7 +13,7 @@
 #     checks that every reading was archived and some alerts were raised.
 # Any failure stops it with a line starting `pi-smoke: FAIL`. Installs qemu-user
 # when missing. CARGO_TARGET_DIR is honoured. The test suite (scripts/test.sh)
-# runs it on both binaries in the quick-to-build `smoke` profile.
+# runs it on the runtime-only binary in the quick-to-build `smoke` profile.
 # See docs/raspberry-pi.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +45,7 @@ fi
 
 bash scripts/build-pi.sh
 if [ -z "${NATIVE_RULEGATE:-}" ]; then
-    cargo build --quiet -p rulegate --jobs "${CARGO_BUILD_JOBS:-2}"
+    cargo build --quiet -p rulegate
 fi
 cargo build-rules --quiet
 
