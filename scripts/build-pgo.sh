@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the `dist` binary with profile-guided optimisation (PGO): an
 # instrumented build runs a training load on loopback, and the final build is
-# optimised and laid out by what ran. LLVM moves the functions that never ran
-# (error paths, code the training did not reach) apart from those that did, so
-# the pages of code a running gateway keeps resident hold code it runs
-# (docs/performance.md has what this gains).
+# optimised and laid out by what ran: code that never ran (error paths, code
+# the training did not reach) is optimised for size, so a running gateway keeps
+# fewer pages of code resident (docs/performance.md has what this gains).
+# Re-running it on unchanged sources reuses the dependencies built with the
+# previous profile: cargo does not track the file RUSTFLAGS names.
 #
 # Training: the soil-moisture demo (embedded broker, simulator, file sinks, the
 # humidity-alert rule), then the end-to-end bench through Mosquitto (every
