@@ -4,15 +4,13 @@
 # optimised and laid out by what ran: code that never ran (error paths, code
 # the training did not reach) is optimised for size, so a running gateway keeps
 # fewer pages of code resident (docs/performance.md has what this gains).
-# Re-running it on unchanged sources reuses the dependencies built with the
-# previous profile: cargo does not track the file RUSTFLAGS names.
 #
 # Training: the soil-moisture demo (embedded broker, simulator, file sinks, the
 # humidity-alert rule), then the end-to-end bench through Mosquitto (every
 # scenario: SQL and Wasm rules, file archive, 1,000 rules, 10 KB payloads), so
 # Mosquitto must be installed (scripts/test.sh installs it). The S3 and SNS
-# sinks are not trained: they need an endpoint, and they stay optimised as in a
-# plain `dist` build, only placed with the cold code.
+# sinks are not trained: they need an endpoint, so their code counts as cold
+# and is optimised for size.
 #
 # Writes target/<host triple>/dist/rulegate; the instrumented build, the
 # profiles and the training's reports go to target/pgo/. CARGO_TARGET_DIR moves
@@ -26,7 +24,7 @@ profdata="$(rustc --print sysroot)/lib/rustlib/$triple/bin/llvm-profdata"
 [ -x "$profdata" ] || rustup component add llvm-tools
 target_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 work="$target_dir/pgo"
-rm -rf "$work/profiles" "$work/training"
+rm -rf "$work/profiles" "$work/training" "$work"/rulegate-*.profdata
 mkdir -p "$work/profiles" "$work/training"
 
 # An explicit --target keeps RUSTFLAGS away from build scripts and proc macros.
@@ -42,8 +40,13 @@ trainee="$work/instrumented/$triple/dist/rulegate"
 echo "build-pgo: training" >&2
 "$trainee" demo --duration-secs 10 --sensors 20 --rate 500 >/dev/null
 "$trainee" bench --messages 20000 --large-messages 2000 --out "$work/training" >/dev/null
-"$profdata" merge -o "$work/rulegate.profdata" "$work/profiles"
+# Named by its content: cargo rebuilds with a new profile only when RUSTFLAGS
+# changes, not when the file it names does.
+merged="$work/profiles/merged.profdata"
+"$profdata" merge -o "$merged" "$work/profiles"/*.profraw
+profile="$work/rulegate-$(sha256sum "$merged" | cut -c1-16).profdata"
+mv "$merged" "$profile"
 
 echo "build-pgo: optimised build" >&2
-RUSTFLAGS="-Cprofile-use=$work/rulegate.profdata" CARGO_TARGET_DIR="$target_dir" build
+RUSTFLAGS="-Cprofile-use=$profile" CARGO_TARGET_DIR="$target_dir" build
 echo "$target_dir/$triple/dist/rulegate: $(stat -c %s "$target_dir/$triple/dist/rulegate") bytes"
