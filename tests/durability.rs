@@ -354,8 +354,17 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     );
 }
 
+/// Readings before the device's count at the kill that the broker may not
+/// have saved yet: it saves from its main loop, so at most those of the loop's
+/// last turn.
+const UNSAVED_BEFORE_KILL: usize = 5;
+
+/// Mosquitto keeps its database in memory and writes it after acknowledging a
+/// publish (here after every change), so a SIGKILL can take with it a reading
+/// it acknowledged in its last moments: from every subscriber, and the device
+/// does not send it again. What else is missing, the gateway lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_killed_and_restarted_mid_stream_loses_nothing() {
+async fn broker_killed_and_restarted_mid_stream_loses_nothing_it_had_saved() {
     let mut mosquitto = Mosquitto::start_persistent();
     let moto = moto_with_versioned_bucket().await;
     let site = Site::new(&mosquitto, &moto);
@@ -365,10 +374,27 @@ async fn broker_killed_and_restarted_mid_stream_loses_nothing() {
 
     let device = Device::start(mosquitto.port());
     let at_fault = device.fault_point().await;
+    mosquitto.stop();
+    // The acknowledgements the broker sent before it died reach the device.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acknowledged_at_kill = device.acknowledged();
     mosquitto.restart();
 
     let tally = tally(&moto).await;
-    check("broker kill -9 and restart", at_fault, &tally);
+    println!(
+        "broker kill -9 after {at_fault}..{acknowledged_at_kill} readings acknowledged: \
+         sent {READINGS}, {tally:?}"
+    );
+    assert!(
+        (at_fault as u64) < READINGS,
+        "the kill came after the stream ended"
+    );
+    let unsaved = at_fault.saturating_sub(UNSAVED_BEFORE_KILL) as u64..acknowledged_at_kill as u64;
+    assert!(
+        tally.lost <= unsaved.clone().count()
+            && tally.missing.iter().all(|seq| unsaved.contains(seq)),
+        "lost readings the broker had saved (it may lose only {unsaved:?}): {tally:?}"
+    );
     gateway.shutdown().await.expect("stopping the gateway");
 }
 
