@@ -354,9 +354,9 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
     );
 }
 
-/// Readings before the device's count at the kill that the broker may not
-/// have saved yet: it saves from its main loop, so at most those of the loop's
-/// last turn.
+/// Readings acknowledged before the test decides to kill the broker that it
+/// may not have saved yet: it saves from its main loop, so at most those of
+/// the loop's last turn.
 const UNSAVED_BEFORE_KILL: usize = 5;
 
 /// Mosquitto keeps its database in memory and writes it after acknowledging a
