@@ -9,8 +9,8 @@ use bytes::Bytes;
 use harness::mosquitto::Mosquitto;
 use harness::moto::Moto;
 use rulegate::actions::{
-    Delivery, FailedDelivery, Publisher, SinkConfig, SinkConfigError, SinkEnv, SinkKind, SinkStats,
-    Sinks, SubmitError, Target,
+    Confirmation, Delivery, FailedDelivery, Publisher, SinkConfig, SinkConfigError, SinkEnv,
+    SinkKind, SinkStats, Sinks, SubmitError, Target,
 };
 use rulegate::message::{Property, QoS};
 use rulegate::outbox::{OutboxSettings, WhenFull};
@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::time::{Instant, timeout};
 
 /// The longest any single wait in these tests may take.
@@ -270,11 +270,12 @@ impl Publisher for MqttPublisher {
         qos: QoS,
         retain: bool,
         _user_properties: &[Property],
-    ) -> Result<(), String> {
+    ) -> Result<Confirmation, String> {
         self.client
             .publish_bytes(topic, rumqttc_qos(qos), retain, payload)
             .await
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string())?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
     }
 }
 
@@ -304,7 +305,7 @@ impl Publisher for GatedPublisher {
         qos: QoS,
         retain: bool,
         user_properties: &[Property],
-    ) -> Result<(), String> {
+    ) -> Result<Confirmation, String> {
         self.gate
             .acquire()
             .await
@@ -313,6 +314,50 @@ impl Publisher for GatedPublisher {
         self.inner
             .publish(topic, payload, qos, retain, user_properties)
             .await
+    }
+}
+
+/// A publisher that sends at once but confirms each publish only with the
+/// outcome the test gives next: a stand-in for a broker's acknowledgements.
+struct HeldConfirmations {
+    inner: Arc<MqttPublisher>,
+    outcomes: Arc<Mutex<mpsc::UnboundedReceiver<Result<(), String>>>>,
+}
+
+impl HeldConfirmations {
+    /// Connected to `broker`; publishes are confirmed, in order, by what is
+    /// sent on the returned channel.
+    async fn connect(broker: &Mosquitto) -> (Arc<Self>, mpsc::UnboundedSender<Result<(), String>>) {
+        let (confirm, outcomes) = mpsc::unbounded_channel();
+        let publisher = HeldConfirmations {
+            inner: MqttPublisher::connect(broker).await,
+            outcomes: Arc::new(Mutex::new(outcomes)),
+        };
+        (Arc::new(publisher), confirm)
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for HeldConfirmations {
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        user_properties: &[Property],
+    ) -> Result<Confirmation, String> {
+        // The plain client's own confirmation is ready at once: the test
+        // gives this one's.
+        let _at_once = self
+            .inner
+            .publish(topic, payload, qos, retain, user_properties)
+            .await?;
+        let outcomes = self.outcomes.clone();
+        Ok(Box::pin(async move {
+            let outcome = outcomes.lock().await.recv().await;
+            outcome.unwrap_or_else(|| Err("the test ended".to_owned()))
+        }))
     }
 }
 
@@ -833,6 +878,85 @@ async fn deliveries_with_one_ordering_key_arrive_in_submission_order() {
     let in_order: Vec<usize> = (0..COUNT).collect();
     assert_eq!(by_topic["devices/a"], in_order);
     assert_eq!(by_topic["devices/b"], in_order);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_worker_publishes_ahead_of_acknowledgements_and_settles_each_on_its_own() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let (publisher, confirm) = HeldConfirmations::connect(&broker).await;
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 1\n");
+    let (sinks, _failed, _outbox) = start(&configs, SinkEnv::new().with_publisher(publisher)).await;
+
+    for n in 0..5 {
+        sinks
+            .submit("devices", publish("devices/a", 1, n.to_string()), None)
+            .await
+            .expect("submitting");
+    }
+    for expected in 0..5 {
+        let message = within("publishes sent before any acknowledgement", received.recv())
+            .await
+            .expect("the subscriber runs");
+        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
+    }
+    eventually("the outbox stores all five", || {
+        sinks.outbox_stats().records == 5
+    })
+    .await;
+    assert_eq!(
+        stats_of(&sinks, "devices").delivered,
+        0,
+        "nothing counts as delivered before its acknowledgement"
+    );
+
+    for _ in 0..2 {
+        confirm.send(Ok(())).expect("the publisher waits");
+    }
+    eventually("the two acknowledged deliveries leave the outbox", || {
+        stats_of(&sinks, "devices").delivered == 2 && sinks.outbox_stats().records == 3
+    })
+    .await;
+    for _ in 0..3 {
+        confirm.send(Ok(())).expect("the publisher waits");
+    }
+    eventually("the rest leave the outbox", || {
+        stats_of(&sinks, "devices").delivered == 5 && sinks.outbox_stats().records == 0
+    })
+    .await;
+    sinks.shutdown(PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_broker_may_not_have_is_sent_again() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let (publisher, confirm) = HeldConfirmations::connect(&broker).await;
+    let configs =
+        sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 1\ninitial_backoff_ms = 10\n");
+    let (sinks, _failed, _outbox) = start(&configs, SinkEnv::new().with_publisher(publisher)).await;
+
+    sinks
+        .submit("devices", publish("devices/a", 1, "lost"), None)
+        .await
+        .expect("submitting");
+    confirm
+        .send(Err("the connection lost it".to_owned()))
+        .expect("the publisher waits");
+    for copy in ["first", "second"] {
+        let message = within("the publish and its repeat", received.recv())
+            .await
+            .unwrap_or_else(|| panic!("the {copy} copy"));
+        assert_eq!(&message.payload[..], b"lost");
+    }
+    assert_eq!(stats_of(&sinks, "devices").delivered, 0);
+    confirm.send(Ok(())).expect("the publisher waits");
+    eventually("the repeat is delivered and settled", || {
+        let stats = stats_of(&sinks, "devices");
+        stats.delivered == 1 && stats.retried == 1 && sinks.outbox_stats().records == 0
+    })
+    .await;
+    sinks.shutdown(PATIENCE).await;
 }
 
 // ------------------------------------------------------------ backpressure ---

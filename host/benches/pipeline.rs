@@ -12,7 +12,7 @@
 mod harness;
 
 use bytes::Bytes;
-use rulegate::actions::{Publisher, SinkEnv, Sinks};
+use rulegate::actions::{Confirmation, Publisher, SinkEnv, Sinks};
 use rulegate::config::GatewayConfig;
 use rulegate::engine::{EngineOptions, RuleEngine};
 use rulegate::loadgen::process_cpu_time;
@@ -52,9 +52,9 @@ impl Publisher for CountingPublisher {
         _: QoS,
         _: bool,
         _: &[Property],
-    ) -> Result<(), String> {
+    ) -> Result<Confirmation, String> {
         self.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(Box::pin(std::future::ready(Ok(()))))
     }
 }
 

@@ -109,8 +109,10 @@ pub struct SinkConfig {
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
 
-    /// How many deliveries run in parallel. Deliveries of one rule and source
-    /// topic always run one after another, in order. Default 4.
+    /// How many workers deliver in parallel. Deliveries of one rule and source
+    /// topic go to one worker, which sends them one after another, in order
+    /// (an mqtt sink's worker without waiting for each acknowledgement: up to
+    /// 32 publishes in flight). Default 4.
     #[serde(default = "defaults::concurrency")]
     pub concurrency: usize,
 }

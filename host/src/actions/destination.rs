@@ -7,7 +7,7 @@ use super::file::FileSink;
 use super::republish::RepublishSink;
 use super::s3::S3Sink;
 use super::sns::SnsSink;
-use super::{Delivery, SinkEnv};
+use super::{Confirmation, Delivery, SinkEnv};
 use crate::outbox::DeliveryName;
 use anyhow::Context as _;
 
@@ -98,19 +98,29 @@ impl Destination {
 
     /// Makes one attempt at `delivery`, whose target the caller checked fits;
     /// `name` is the delivery's own, the same at every attempt and after a
-    /// restart, for services that deduplicate.
-    pub async fn deliver(
+    /// restart, for services that deduplicate. Returns once the service has
+    /// it, or, for an mqtt sink, once the publish is queued on the connection.
+    pub async fn send(
         &self,
         delivery: &Delivery,
         name: DeliveryName<'_>,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<Sent, DeliveryError> {
         // The AWS SDK's futures take kilobytes: boxed, they are not copied
         // into every attempt's future of the light sinks too.
-        match self {
+        let done = match self {
             Destination::S3(sink) => Box::pin(sink.deliver(delivery)).await,
             Destination::Sns(sink) => Box::pin(sink.deliver(delivery, name)).await,
             Destination::File(sink) => sink.deliver(delivery).await,
-            Destination::Mqtt(sink) => sink.deliver(delivery).await,
-        }
+            Destination::Mqtt(sink) => return sink.send(delivery).await.map(Sent::Queued),
+        };
+        done.map(|()| Sent::Done)
     }
+}
+
+/// Where an attempt stands once [`Destination::send`] returns.
+pub(crate) enum Sent {
+    /// The service has the delivery.
+    Done,
+    /// Queued on a connection: the service has it once this resolves.
+    Queued(Confirmation),
 }

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use destination::Destination;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -43,9 +44,11 @@ const FINAL_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Delivery {
     /// The rule that produced the payload, for logs and failure handling.
     pub rule: Arc<str>,
-    /// Deliveries with the same key are delivered one after another, in the
-    /// order they were submitted; the pipeline derives it from rule and source
-    /// topic. Different keys may be delivered in parallel.
+    /// Deliveries with the same key are sent one after another, in the order
+    /// they were submitted (an mqtt sink's without waiting for the broker's
+    /// acknowledgement of the one before; one tried again after a failure may
+    /// then arrive after those behind it); the pipeline derives the key from
+    /// rule and source topic. Different keys may be delivered in parallel.
     pub ordering_key: u64,
     /// The bytes to deliver, unchanged.
     pub payload: Bytes,
@@ -97,9 +100,12 @@ impl Target {
 /// MQTT 3.1.1 and 5 (3.1.1 drops `user_properties`).
 #[async_trait::async_trait]
 pub trait Publisher: Send + Sync {
-    /// Publishes one message and returns once the broker has it (its PUBACK,
-    /// for QoS 1): only then does the delivery leave the outbox. An `Err`
-    /// names the cause and is retried.
+    /// Queues one message on the connection, behind those queued before it,
+    /// and returns what resolves once the broker has it (its PUBACK, for QoS
+    /// 1): only then does the delivery leave the outbox. The sink queues the
+    /// next publish without waiting for that, as one connection's publishes
+    /// reach the broker in order. An `Err` from either names the cause and is
+    /// retried.
     async fn publish(
         &self,
         topic: &str,
@@ -107,8 +113,12 @@ pub trait Publisher: Send + Sync {
         qos: QoS,
         retain: bool,
         user_properties: &[Property],
-    ) -> Result<(), String>;
+    ) -> Result<Confirmation, String>;
 }
+
+/// Resolves once the broker has a publish that [`Publisher::publish`] queued;
+/// an `Err` says why it may not have it.
+pub type Confirmation = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// What the sinks need from the rest of the gateway.
 #[derive(Clone, Default)]

@@ -3,7 +3,7 @@
 //! accept for a publish fail at once.
 
 use super::destination::DeliveryError;
-use super::{Delivery, Publisher, Target};
+use super::{Confirmation, Delivery, Publisher, Target};
 use std::sync::Arc;
 
 /// MQTT encodes a topic's length in two bytes.
@@ -18,7 +18,8 @@ impl RepublishSink {
         RepublishSink { publisher }
     }
 
-    pub async fn deliver(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+    /// Queues the publish; the broker has it once the confirmation resolves.
+    pub async fn send(&self, delivery: &Delivery) -> Result<Confirmation, DeliveryError> {
         let Target::Publish {
             topic,
             qos,

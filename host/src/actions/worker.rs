@@ -3,19 +3,26 @@
 //! over), as far as the sink has room, and hands each to the worker of its
 //! ordering key; `concurrency` workers deliver, with retries
 //! (exponential backoff and jitter), and settle each delivery in the outbox.
+//! An mqtt sink's worker keeps several publishes in flight, as a connection
+//! brings them to the broker in order; it settles each on its acknowledgement.
 
 use super::config::{DeliveryPolicy, SinkKind};
-use super::destination::{DeliveryError, Destination, Retry};
+use super::destination::{DeliveryError, Destination, Retry, Sent};
 use super::stats::{SinkCounters, SinkStats};
-use super::{Delivery, FailedDelivery};
-use crate::outbox::{DeliveryName, Outbox, SinkId};
+use super::{Confirmation, Delivery, FailedDelivery};
+use crate::outbox::{Outbox, SinkId};
 use rand::Rng as _;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// Publishes one worker has queued on its connection and awaits the broker's
+/// acknowledgement of, at most (an mqtt sink's; the others' attempts end when
+/// the service has the delivery).
+const IN_FLIGHT_PER_WORKER: usize = 32;
 /// Deliveries read from the outbox at once, at most.
 const READ_BATCH: usize = 256;
 /// The wait before reading the outbox again after a read failed.
@@ -246,7 +253,7 @@ impl Lane {
     }
 }
 
-/// Delivers the jobs of some ordering keys, one at a time.
+/// Delivers the jobs of some ordering keys, one after another.
 struct Worker {
     lane: Lane,
     destination: Arc<Destination>,
@@ -254,38 +261,78 @@ struct Worker {
     failures: mpsc::Sender<FailedDelivery>,
 }
 
+/// A job whose first attempt is queued on a connection, awaiting the service's
+/// confirmation.
+struct InFlight {
+    job: Job,
+    confirmation: Confirmation,
+    /// When the attempt counts as unanswered.
+    deadline: Instant,
+}
+
 impl Worker {
+    /// Takes jobs in order and sends each. A job whose attempt is only queued
+    /// (an mqtt publish) waits for its confirmation in the worker's window,
+    /// while the next ones are sent; any other is concluded at once.
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
-        while let Some(job) = jobs.recv().await {
-            self.deliver(job).await;
+        let mut window = VecDeque::new();
+        loop {
+            let room = window.len() < IN_FLIGHT_PER_WORKER;
+            let next = tokio::select! {
+                biased;
+                confirmed = front_confirmed(&mut window, &self.policy), if !window.is_empty() => {
+                    Next::Confirmed(confirmed)
+                }
+                job = jobs.recv(), if room => Next::Job(job),
+            };
+            let job = match next {
+                Next::Confirmed(confirmed) => {
+                    let front = window.pop_front().expect("the front was confirmed");
+                    self.conclude(front.job, confirmed).await;
+                    continue;
+                }
+                Next::Job(Some(job)) => job,
+                Next::Job(None) => break,
+            };
+            let deadline = Instant::now() + self.policy.timeout;
+            match self.send(&job, deadline).await {
+                Ok(Sent::Done) => self.conclude(job, Ok(())).await,
+                Ok(Sent::Queued(confirmation)) => window.push_back(InFlight {
+                    job,
+                    confirmation,
+                    deadline,
+                }),
+                Err(error) => self.conclude(job, Err(error)).await,
+            }
+        }
+        // The queue has closed: what is in flight is still settled.
+        while !window.is_empty() {
+            let confirmed = front_confirmed(&mut window, &self.policy).await;
+            let front = window.pop_front().expect("the window is not empty");
+            self.conclude(front.job, confirmed).await;
         }
     }
 
-    /// Tries `job` until it is delivered, cannot succeed, or has used its
-    /// attempts; then settles it, or reports the failure, whose handler
-    /// settles it. The job's room is held until the end, so a failing sink
-    /// reads no further ahead.
-    async fn deliver(&self, job: Job) {
-        let Job {
-            id,
-            delivery,
-            taken_at,
-            _room,
-        } = job;
+    /// Settles `job` when its first attempt succeeded; otherwise tries it again
+    /// until it is delivered, cannot succeed, or has used its attempts, then
+    /// settles it, or reports the failure, whose handler settles it. The job's
+    /// room is held until the end, so a failing sink reads no further ahead.
+    async fn conclude(&self, job: Job, first_attempt: Result<(), DeliveryError>) {
         let (sink, counters) = (&self.lane.sink, &self.lane.counters);
-        let name = self.lane.outbox.delivery_name(id);
         // Attempts the service answered, which the sink's `attempts` bound;
         // every failed try, which sets the backoff.
         let (mut attempt, mut tries) = (1, 1);
+        let mut outcome = first_attempt;
         loop {
-            let error = match self.attempt(&delivery, name).await {
+            let error = match outcome {
                 Ok(()) => {
-                    counters.delivered(taken_at.elapsed());
-                    self.lane.settle(id, None);
+                    counters.delivered(job.taken_at.elapsed());
+                    self.lane.settle(job.id, None);
                     return;
                 }
                 Err(error) => error,
             };
+            let delivery = &job.delivery;
             let again = match error.retry {
                 Retry::WhenReachable => true,
                 Retry::WithinAttempts => attempt < self.policy.attempts,
@@ -302,6 +349,7 @@ impl Worker {
                 if error.retry == Retry::WithinAttempts {
                     attempt += 1;
                 }
+                outcome = self.attempt(&job).await;
                 continue;
             }
             tracing::error!(
@@ -311,35 +359,75 @@ impl Worker {
             counters.failed();
             let failed = FailedDelivery {
                 sink: sink.to_string(),
-                id,
-                delivery,
+                id: job.id,
+                delivery: job.delivery,
                 cause: error.cause,
                 attempts: attempt,
             };
             if self.failures.send(failed).await.is_err() {
-                tracing::error!(sink = %sink, id, "nobody handles failed deliveries any more; it stays stored");
+                tracing::error!(sink = %sink, id = job.id, "nobody handles failed deliveries any more; it stays stored");
             }
             return;
         }
     }
 
-    /// One attempt, bounded by the sink's timeout so that a hung service
-    /// cannot hold a worker forever.
-    async fn attempt(
-        &self,
-        delivery: &Delivery,
-        name: DeliveryName<'_>,
-    ) -> Result<(), DeliveryError> {
-        let timeout = self.policy.timeout;
-        tokio::time::timeout(timeout, self.destination.deliver(delivery, name))
-            .await
-            .unwrap_or_else(|_| {
-                Err(DeliveryError::unreachable(format!(
-                    "no answer within {} ms",
-                    timeout.as_millis()
-                )))
-            })
+    /// One whole attempt: sent, and confirmed when it was only queued.
+    async fn attempt(&self, job: &Job) -> Result<(), DeliveryError> {
+        let deadline = Instant::now() + self.policy.timeout;
+        match self.send(job, deadline).await? {
+            Sent::Done => Ok(()),
+            Sent::Queued(mut confirmation) => {
+                confirmed(&mut confirmation, deadline, &self.policy).await
+            }
+        }
     }
+
+    /// Sends `job`'s delivery, bounded by `deadline` so that a hung service
+    /// cannot hold a worker forever.
+    async fn send(&self, job: &Job, deadline: Instant) -> Result<Sent, DeliveryError> {
+        let name = self.lane.outbox.delivery_name(job.id);
+        tokio::time::timeout_at(deadline, self.destination.send(&job.delivery, name))
+            .await
+            .unwrap_or_else(|_| Err(unanswered(&self.policy)))
+    }
+}
+
+/// What a worker turns to next.
+enum Next {
+    /// The front of its window was confirmed, or failed.
+    Confirmed(Result<(), DeliveryError>),
+    /// A job came, or (`None`) the queue closed.
+    Job(Option<Job>),
+}
+
+/// Resolves once the front of `window` is confirmed (never for an empty window).
+async fn front_confirmed(
+    window: &mut VecDeque<InFlight>,
+    policy: &DeliveryPolicy,
+) -> Result<(), DeliveryError> {
+    match window.front_mut() {
+        Some(front) => confirmed(&mut front.confirmation, front.deadline, policy).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for `confirmation` until `deadline`.
+async fn confirmed(
+    confirmation: &mut Confirmation,
+    deadline: Instant,
+    policy: &DeliveryPolicy,
+) -> Result<(), DeliveryError> {
+    match tokio::time::timeout_at(deadline, confirmation).await {
+        Ok(confirmed) => confirmed.map_err(DeliveryError::transient),
+        Err(_) => Err(unanswered(policy)),
+    }
+}
+
+fn unanswered(policy: &DeliveryPolicy) -> DeliveryError {
+    DeliveryError::unreachable(format!(
+        "no answer within {} ms",
+        policy.timeout.as_millis()
+    ))
 }
 
 /// The wait after failed attempt `attempt` (1-based): the initial backoff

@@ -31,29 +31,23 @@ struct Waiting {
     sent: HashMap<u16, oneshot::Sender<()>>,
 }
 
-/// The broker may not have the publish: the connection ended or lost its
-/// session first.
-#[derive(Debug)]
-pub(super) struct Unconfirmed;
-
 impl Confirmations {
-    /// Queues a publish with `queue` and waits until the broker has it.
-    pub(super) async fn publish(
+    /// Queues a publish with `queue`; the receiver resolves once the broker
+    /// has it, and fails when it may not: the
+    /// connection ended or lost its session first.
+    pub(super) async fn queue(
         &self,
         queue: impl Future<Output = Result<(), String>>,
-    ) -> Result<Result<(), Unconfirmed>, String> {
-        let confirmed = {
-            let _order = self.order.lock().await;
-            let (confirm, confirmed) = oneshot::channel();
-            self.waiting().queued.push_back(confirm);
-            if let Err(error) = queue.await {
-                // Never queued, so never sent: the entry is still the last.
-                self.waiting().queued.pop_back();
-                return Err(error);
-            }
-            confirmed
-        };
-        Ok(confirmed.await.map_err(|_| Unconfirmed))
+    ) -> Result<oneshot::Receiver<()>, String> {
+        let _order = self.order.lock().await;
+        let (confirm, confirmed) = oneshot::channel();
+        self.waiting().queued.push_back(confirm);
+        if let Err(error) = queue.await {
+            // Never queued, so never sent: the entry is still the last.
+            self.waiting().queued.pop_back();
+            return Err(error);
+        }
+        Ok(confirmed)
     }
 
     /// A publish went out with `pkid` (0 for QoS 0).
@@ -107,11 +101,8 @@ mod tests {
     async fn queued(confirmations: &Arc<Confirmations>) -> tokio::task::JoinHandle<bool> {
         let confirmations = confirmations.clone();
         let waiting = tokio::spawn(async move {
-            confirmations
-                .publish(async { Ok(()) })
-                .await
-                .unwrap()
-                .is_ok()
+            let confirmed = confirmations.queue(async { Ok(()) }).await.unwrap();
+            confirmed.await.is_ok()
         });
         tokio::task::yield_now().await;
         waiting

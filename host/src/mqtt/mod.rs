@@ -15,7 +15,7 @@ mod receipts;
 pub use crate::config::MqttVersion;
 pub use receipts::Receipt;
 
-use crate::actions::Publisher;
+use crate::actions::{Confirmation, Publisher};
 use crate::config::BrokerConfig;
 use crate::message::{Property, QoS};
 use anyhow::{Context, bail};
@@ -640,7 +640,7 @@ impl Publisher for Egress {
         qos: QoS,
         retain: bool,
         user_properties: &[Property],
-    ) -> Result<(), String> {
+    ) -> Result<Confirmation, String> {
         self.check_size(topic, &payload)?;
         let queue = async {
             self.client
@@ -649,13 +649,18 @@ impl Publisher for Egress {
                 .map_err(|error| format!("publishing to `{topic}`: {error}"))
         };
         let Some(confirmations) = &self.confirmations else {
-            return queue.await;
+            queue.await?;
+            return Ok(Box::pin(std::future::ready(Ok(()))));
         };
-        confirmations.publish(queue).await?.map_err(|_| {
-            format!(
-                "publishing to `{topic}`: the connection lost it before the broker acknowledged it"
-            )
-        })
+        let confirmed = confirmations.queue(queue).await?;
+        let topic = topic.to_owned();
+        Ok(Box::pin(async move {
+            confirmed.await.map_err(|_| {
+                format!(
+                    "publishing to `{topic}`: the connection lost it before the broker acknowledged it"
+                )
+            })
+        }))
     }
 }
 
