@@ -959,6 +959,49 @@ async fn a_publish_the_broker_may_not_have_is_sent_again() {
     sinks.shutdown(PATIENCE).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_unacknowledged_at_shutdown_stay_stored_and_go_out_after_a_restart() {
+    let broker = Mosquitto::start();
+    let mut received = subscriber(&broker, "devices/#").await;
+    let state = tempfile::tempdir().expect("a directory for the outbox");
+    let settings = outbox_in(state.path());
+    let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\n");
+    let (publisher, _never_confirmed) = HeldConfirmations::connect(&broker).await;
+    let (sinks, _failed) = start_with_outbox(
+        &configs,
+        SinkEnv::new().with_publisher(publisher),
+        &settings,
+    )
+    .await;
+    for n in 0..3 {
+        sinks
+            .submit("devices", publish("devices/a", 1, n.to_string()), None)
+            .await
+            .expect("submitting");
+    }
+    for _ in 0..3 {
+        within("the publishes, unacknowledged", received.recv())
+            .await
+            .expect("the subscriber runs");
+    }
+    let final_stats = sinks.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(final_stats[0].1.delivered, 0);
+
+    let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
+    let (sinks, _failed) = start_with_outbox(&configs, env, &settings).await;
+    for expected in 0..3 {
+        let message = within("the stored publishes, again", received.recv())
+            .await
+            .expect("the subscriber runs");
+        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
+    }
+    eventually("the outbox empties", || {
+        stats_of(&sinks, "devices").delivered == 3 && sinks.outbox_stats().records == 0
+    })
+    .await;
+    sinks.shutdown(PATIENCE).await;
+}
+
 // ------------------------------------------------------------ backpressure ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
