@@ -76,7 +76,8 @@ fn relative_path(key: &str) -> Result<&Path, DeliveryError> {
 }
 
 /// Writes `payload` to `path` (inside `directory`) through a temporary file in
-/// the same directory, flushed to disk before the rename makes it visible.
+/// the same directory, flushed to disk before the rename makes it visible; the
+/// rename is flushed too, as the delivery leaves the outbox once this returns.
 fn write_atomically(directory: &Path, path: &Path, payload: &[u8]) -> Result<(), String> {
     let parent = path.parent().unwrap_or(directory);
     std::fs::create_dir_all(parent)
@@ -90,5 +91,9 @@ fn write_atomically(directory: &Path, path: &Path, payload: &[u8]) -> Result<(),
     temporary
         .persist(path)
         .map_err(|error| format!("renaming into {}: {}", path.display(), error.error))?;
-    Ok(())
+    // Without this a power cut can undo the rename: the name lives in the
+    // directory, which the file's own flush does not cover.
+    std::fs::File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|error| format!("flushing directory {}: {error}", parent.display()))
 }
