@@ -249,6 +249,39 @@ async fn subscriber(broker: &Mosquitto, filter: &str) -> mpsc::UnboundedReceiver
     received
 }
 
+/// Submits `count` deliveries to `devices/a` of sink `devices`, under one
+/// ordering key, carrying "0", "1", ... in turn.
+async fn submit_numbered(sinks: &Sinks, count: usize) {
+    for n in 0..count {
+        sinks
+            .submit("devices", publish("devices/a", 1, n.to_string()), None)
+            .await
+            .expect("submitting");
+    }
+}
+
+/// Receives `count` messages and checks that they carry "0", "1", ... in order.
+async fn expect_numbered(
+    received: &mut mpsc::UnboundedReceiver<rumqttc::Publish>,
+    count: usize,
+    what: &str,
+) {
+    for expected in 0..count {
+        let message = within(what, received.recv())
+            .await
+            .expect("the subscriber runs");
+        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
+    }
+}
+
+/// Waits until sink `devices` has delivered `count` in all and the outbox is empty.
+async fn all_delivered(sinks: &Sinks, count: u64, what: &str) {
+    eventually(what, || {
+        stats_of(sinks, "devices").delivered == count && sinks.outbox_stats().records == 0
+    })
+    .await;
+}
+
 /// The gateway's side of the mqtt sink, as a plain MQTT 3.1.1 client.
 struct MqttPublisher {
     client: rumqttc::AsyncClient,
@@ -888,18 +921,13 @@ async fn an_mqtt_worker_publishes_ahead_of_acknowledgements_and_settles_each_on_
     let configs = sink_tables("[sinks.devices]\ntype = \"mqtt\"\nconcurrency = 1\n");
     let (sinks, _failed, _outbox) = start(&configs, SinkEnv::new().with_publisher(publisher)).await;
 
-    for n in 0..5 {
-        sinks
-            .submit("devices", publish("devices/a", 1, n.to_string()), None)
-            .await
-            .expect("submitting");
-    }
-    for expected in 0..5 {
-        let message = within("publishes sent before any acknowledgement", received.recv())
-            .await
-            .expect("the subscriber runs");
-        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
-    }
+    submit_numbered(&sinks, 5).await;
+    expect_numbered(
+        &mut received,
+        5,
+        "publishes sent before any acknowledgement",
+    )
+    .await;
     eventually("the outbox stores all five", || {
         sinks.outbox_stats().records == 5
     })
@@ -920,10 +948,7 @@ async fn an_mqtt_worker_publishes_ahead_of_acknowledgements_and_settles_each_on_
     for _ in 0..3 {
         confirm.send(Ok(())).expect("the publisher waits");
     }
-    eventually("the rest leave the outbox", || {
-        stats_of(&sinks, "devices").delivered == 5 && sinks.outbox_stats().records == 0
-    })
-    .await;
+    all_delivered(&sinks, 5, "the rest leave the outbox").await;
     sinks.shutdown(PATIENCE).await;
 }
 
@@ -973,32 +998,15 @@ async fn publishes_unacknowledged_at_shutdown_stay_stored_and_go_out_after_a_res
         &settings,
     )
     .await;
-    for n in 0..3 {
-        sinks
-            .submit("devices", publish("devices/a", 1, n.to_string()), None)
-            .await
-            .expect("submitting");
-    }
-    for _ in 0..3 {
-        within("the publishes, unacknowledged", received.recv())
-            .await
-            .expect("the subscriber runs");
-    }
+    submit_numbered(&sinks, 3).await;
+    expect_numbered(&mut received, 3, "the publishes, unacknowledged").await;
     let final_stats = sinks.shutdown(Duration::from_millis(300)).await;
     assert_eq!(final_stats[0].1.delivered, 0);
 
     let env = SinkEnv::new().with_publisher(MqttPublisher::connect(&broker).await);
     let (sinks, _failed) = start_with_outbox(&configs, env, &settings).await;
-    for expected in 0..3 {
-        let message = within("the stored publishes, again", received.recv())
-            .await
-            .expect("the subscriber runs");
-        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
-    }
-    eventually("the outbox empties", || {
-        stats_of(&sinks, "devices").delivered == 3 && sinks.outbox_stats().records == 0
-    })
-    .await;
+    expect_numbered(&mut received, 3, "the stored publishes, again").await;
+    all_delivered(&sinks, 3, "the outbox empties").await;
     sinks.shutdown(PATIENCE).await;
 }
 
@@ -1034,12 +1042,7 @@ async fn a_slow_sink_holds_its_queue_capacity_and_the_outbox_keeps_the_rest() {
     );
 
     publisher.gate.add_permits(10);
-    for expected in 0..10 {
-        let message = within("the republished messages", received.recv())
-            .await
-            .expect("the subscriber runs");
-        assert_eq!(message.payload, expected.to_string().as_bytes(), "in order");
-    }
+    expect_numbered(&mut received, 10, "the republished messages").await;
     eventually("the outbox empties", || sinks.outbox_stats().records == 0).await;
     sinks.shutdown(PATIENCE).await;
 }
@@ -1086,9 +1089,10 @@ async fn a_full_outbox_stores_nothing_more_and_submit_waits_until_deliveries_mak
     assert_eq!(sinks.outbox_stats().records, 1, "nothing more was stored");
 
     publisher.gate.add_permits(usize::MAX >> 4);
-    eventually(
+    all_delivered(
+        &sinks,
+        submitted,
         "everything taken is delivered once the sink has room",
-        || stats_of(&sinks, "devices").delivered == submitted && sinks.outbox_stats().records == 0,
     )
     .await;
     assert_eq!(sinks.outbox_stats().dropped, 0);
