@@ -33,8 +33,8 @@ struct Waiting {
 
 impl Confirmations {
     /// Queues a publish with `queue`; the receiver resolves once the broker
-    /// has it, and fails when it may not: the
-    /// connection ended or lost its session first.
+    /// has it, and fails when it may not: the connection ended or lost its
+    /// session first.
     pub(super) async fn queue(
         &self,
         queue: impl Future<Output = Result<(), String>>,
