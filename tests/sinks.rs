@@ -10,7 +10,7 @@ use harness::mosquitto::Mosquitto;
 use harness::moto::Moto;
 use rulegate::actions::{
     Confirmation, Delivery, FailedDelivery, Publisher, SinkConfig, SinkConfigError, SinkEnv,
-    SinkKind, SinkStats, Sinks, SubmitError, Target,
+    SinkKind, SinkStats, Sinks, SubmitError, Target, confirmed_at_once,
 };
 use rulegate::message::{Property, QoS};
 use rulegate::outbox::{OutboxSettings, WhenFull};
@@ -308,7 +308,7 @@ impl Publisher for MqttPublisher {
             .publish_bytes(topic, rumqttc_qos(qos), retain, payload)
             .await
             .map_err(|error| error.to_string())?;
-        Ok(Box::pin(std::future::ready(Ok(()))))
+        Ok(confirmed_at_once())
     }
 }
 

@@ -12,7 +12,7 @@
 mod harness;
 
 use bytes::Bytes;
-use rulegate::actions::{Confirmation, Publisher, SinkEnv, Sinks};
+use rulegate::actions::{Confirmation, Publisher, SinkEnv, Sinks, confirmed_at_once};
 use rulegate::config::GatewayConfig;
 use rulegate::engine::{EngineOptions, RuleEngine};
 use rulegate::loadgen::process_cpu_time;
@@ -54,7 +54,7 @@ impl Publisher for CountingPublisher {
         _: &[Property],
     ) -> Result<Confirmation, String> {
         self.published.fetch_add(1, Ordering::Relaxed);
-        Ok(Box::pin(std::future::ready(Ok(()))))
+        Ok(confirmed_at_once())
     }
 }
 

@@ -120,6 +120,12 @@ pub trait Publisher: Send + Sync {
 /// an `Err` says why it may not have it.
 pub type Confirmation = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
+/// The confirmation of a publish that is confirmed once queued: a connection
+/// that does not track acknowledgements, or a publisher that sends nothing.
+pub fn confirmed_at_once() -> Confirmation {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 /// What the sinks need from the rest of the gateway.
 #[derive(Clone, Default)]
 pub struct SinkEnv {

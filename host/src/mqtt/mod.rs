@@ -15,7 +15,7 @@ mod receipts;
 pub use crate::config::MqttVersion;
 pub use receipts::Receipt;
 
-use crate::actions::{Confirmation, Publisher};
+use crate::actions::{Confirmation, Publisher, confirmed_at_once};
 use crate::config::BrokerConfig;
 use crate::message::{Property, QoS};
 use anyhow::{Context, bail};
@@ -650,7 +650,7 @@ impl Publisher for Egress {
         };
         let Some(confirmations) = &self.confirmations else {
             queue.await?;
-            return Ok(Box::pin(std::future::ready(Ok(()))));
+            return Ok(confirmed_at_once());
         };
         let confirmed = confirmations.queue(queue).await?;
         let topic = topic.to_owned();
