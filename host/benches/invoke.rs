@@ -13,6 +13,7 @@ use harness::mosquitto::Mosquitto;
 use rulegate::config::GatewayConfig;
 use rulegate::device_sim::{Device, DeviceOptions};
 use rulegate::gateway::Gateway;
+use rulegate::loadgen::percentiles;
 use rulegate::mqtt::BrokerEndpoint;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::path::Path;
@@ -104,8 +105,8 @@ async fn main() {
         device.stop().await;
     }
 
-    let gateway_p = percentiles(&mut through_gateway);
-    let mqtt_p = percentiles(&mut mqtt_only);
+    let gateway_p = percentiles(&mut through_gateway).map(|p| p.expect("calls were timed"));
+    let mqtt_p = percentiles(&mut mqtt_only).map(|p| p.expect("calls were timed"));
     println!("| round trip on loopback (sequential, {SEQUENTIAL} calls) | p50 | p99 | p99.9 |");
     println!("| --- | --- | --- | --- |");
     println!(
@@ -190,15 +191,6 @@ async fn mqtt_round_trips(broker: &Mosquitto) -> Vec<std::time::Duration> {
         }
     }
     times
-}
-
-/// p50, p99 and p99.9.
-fn percentiles(times: &mut [Duration]) -> [Duration; 3] {
-    times.sort_unstable();
-    [0.50, 0.99, 0.999].map(|quantile| {
-        let rank = ((times.len() as f64 * quantile).ceil() as usize).clamp(1, times.len());
-        times[rank - 1]
-    })
 }
 
 fn ms(time: Duration) -> String {

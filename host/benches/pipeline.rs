@@ -5,6 +5,10 @@
 //! CPU time (every thread of the process), so "per core" reads directly.
 //! Each scenario runs on tokio's multi-thread runtime (what `rulegate run`
 //! uses) and on a current-thread one, whose tasks never wake another worker.
+//! Then, paced at half of the rate each reached flat out and at 10,000 a
+//! second (about half of what it carries end to end through Mosquitto on the
+//! bench machine), it times each message from the intake to its sink's
+//! publish: the latency the gateway itself adds, without the broker's hops.
 //!
 //! Run with `cargo bench -p rulegate --bench pipeline`.
 
@@ -15,15 +19,15 @@ use bytes::Bytes;
 use rulegate::actions::{Confirmation, Publisher, SinkEnv, Sinks, confirmed_at_once};
 use rulegate::config::GatewayConfig;
 use rulegate::engine::{EngineOptions, RuleEngine};
-use rulegate::loadgen::process_cpu_time;
+use rulegate::loadgen::{percentiles, process_cpu_time};
 use rulegate::message::{Property, QoS};
 use rulegate::mqtt::Inbound;
 use rulegate::pipeline::{Pipeline, PipelineSettings};
 use rulegate::ruleset::RuleSet;
 use rulegate_sql::MqttProperties;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Builder;
 use tokio::sync::mpsc;
@@ -34,13 +38,19 @@ use tokio::sync::mpsc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const MESSAGES: u64 = 500_000;
+/// Messages of a paced run.
+const PACED_MESSAGES: u64 = 100_000;
+/// The fixed rate of a paced run, messages per second.
+const FIXED_RATE: f64 = 10_000.0;
 const RUNS: usize = 3;
 const REFERENCE_PAYLOAD: &str = r#"{"name":"soilSensor3","humidity":29,"timeStampEpoch":1598536072677,"timeStampIso":"2020-08-27T13:47:52.677721"}"#;
 
-/// A publisher that counts what it is given and sends nothing.
+/// A publisher that counts what it is given and sends nothing; in a paced
+/// run it also notes when each publish came.
 #[derive(Default)]
 struct CountingPublisher {
     published: AtomicU64,
+    published_at: Option<Mutex<Vec<Instant>>>,
 }
 
 #[async_trait::async_trait]
@@ -53,6 +63,12 @@ impl Publisher for CountingPublisher {
         _: bool,
         _: &[Property],
     ) -> Result<Confirmation, String> {
+        if let Some(published_at) = &self.published_at {
+            published_at
+                .lock()
+                .expect("not poisoned")
+                .push(Instant::now());
+        }
         self.published.fetch_add(1, Ordering::Relaxed);
         Ok(confirmed_at_once())
     }
@@ -61,12 +77,24 @@ impl Publisher for CountingPublisher {
 /// Makes the builder of one flavour of tokio runtime.
 type NewRuntime = fn() -> Builder;
 
+/// How the messages are sent.
+#[derive(Clone, Copy)]
+enum Load {
+    /// `MESSAGES` of them, as fast as the pipeline takes them.
+    FlatOut,
+    /// `PACED_MESSAGES` at this many a second.
+    Paced(f64),
+}
+
 struct Measured {
     wall: Duration,
     cpu: Duration,
+    /// From the intake to the publish, by message; in a paced run only.
+    latencies: Vec<Duration>,
 }
 
-async fn run(rules: &str) -> Measured {
+/// Sends readings through a pipeline of `rules`.
+async fn run(rules: &str, load: Load) -> Measured {
     let dir = tempfile::tempdir().expect("a directory");
     let text = format!(
         "[gateway]\nstate_dir = \"state\"\ncache_dir = \"cache\"\n\
@@ -79,7 +107,13 @@ async fn run(rules: &str) -> Measured {
         ..EngineOptions::default()
     })
     .expect("creating the engine");
-    let counter = Arc::new(CountingPublisher::default());
+    let counter = Arc::new(CountingPublisher {
+        published_at: match load {
+            Load::FlatOut => None,
+            Load::Paced(_) => Some(Mutex::new(Vec::with_capacity(PACED_MESSAGES as usize))),
+        },
+        ..CountingPublisher::default()
+    });
     let (failures, failed) = mpsc::channel(256);
     let env = SinkEnv {
         aws: None,
@@ -101,34 +135,80 @@ async fn run(rules: &str) -> Measured {
         .await
         .expect("starting the rules");
 
-    let payload = Bytes::from_static(REFERENCE_PAYLOAD.as_bytes());
     let cpu_before = process_cpu_time(None).expect("reading /proc/self/stat");
     let started = Instant::now();
-    for _ in 0..MESSAGES {
-        let message = Inbound {
-            topic: "device/soilSensor3/devicePayload".to_owned(),
-            payload: payload.clone(),
-            qos: QoS::AtLeastOnce,
-            received_at_ms: 0,
-            properties: MqttProperties::NONE,
-            receipt: None,
-        };
-        inbound
-            .send(message)
-            .await
-            .expect("the pipeline takes messages");
-    }
-    while counter.published.load(Ordering::Relaxed) < MESSAGES {
+    let (messages, sent_at) = match load {
+        Load::FlatOut => {
+            for _ in 0..MESSAGES {
+                inbound
+                    .send(reading())
+                    .await
+                    .expect("the pipeline takes messages");
+            }
+            (MESSAGES, Vec::new())
+        }
+        Load::Paced(rate) => {
+            let inbound = inbound.clone();
+            let pacer = tokio::task::spawn_blocking(move || pace(&inbound, rate));
+            (PACED_MESSAGES, pacer.await.expect("the pacer ends"))
+        }
+    };
+    while counter.published.load(Ordering::Relaxed) < messages {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    let wall = started.elapsed();
+    let cpu = process_cpu_time(None).expect("reading /proc/self/stat") - cpu_before;
+    // One sensor, so one ordering key: the outputs come in the messages' order.
+    let published_at = counter
+        .published_at
+        .as_ref()
+        .map(|published_at| std::mem::take(&mut *published_at.lock().expect("not poisoned")))
+        .unwrap_or_default();
+    let latencies = sent_at
+        .iter()
+        .zip(&published_at)
+        .map(|(sent, published)| published.duration_since(*sent))
+        .collect();
     let measured = Measured {
-        wall: started.elapsed(),
-        cpu: process_cpu_time(None).expect("reading /proc/self/stat") - cpu_before,
+        wall,
+        cpu,
+        latencies,
     };
     drop(inbound);
     task.await.expect("the pipeline ends");
     drop(rule_set);
     measured
+}
+
+fn reading() -> Inbound {
+    Inbound {
+        topic: "device/soilSensor3/devicePayload".to_owned(),
+        payload: Bytes::from_static(REFERENCE_PAYLOAD.as_bytes()),
+        qos: QoS::AtLeastOnce,
+        received_at_ms: 0,
+        properties: MqttProperties::NONE,
+        receipt: None,
+    }
+}
+
+/// Sends `PACED_MESSAGES` readings at `rate` a second, against the schedule,
+/// from a thread that sleeps between them (tokio's 1 ms timer would send them
+/// in bursts); returns when each was sent.
+fn pace(inbound: &mpsc::Sender<Inbound>, rate: f64) -> Vec<Instant> {
+    let started = Instant::now();
+    (0..PACED_MESSAGES)
+        .map(|sequence| {
+            let due = started + Duration::from_secs_f64(sequence as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let sent = Instant::now();
+            inbound
+                .blocking_send(reading())
+                .expect("the pipeline takes messages");
+            sent
+        })
+        .collect()
 }
 
 fn main() {
@@ -163,18 +243,34 @@ fn main() {
     ];
     println!("| scenario | runtime | run | messages | wall msg/s | CPU s | msg per CPU-second |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut paced = Vec::new();
     for (name, rules) in &scenarios {
         for (flavour, builder) in runtimes {
             let runtime = builder().enable_all().build().expect("a tokio runtime");
+            let mut slowest = f64::MAX;
             for run_number in 1..=RUNS {
-                let measured = runtime.block_on(run(rules));
+                let measured = runtime.block_on(run(rules, Load::FlatOut));
+                let per_second = MESSAGES as f64 / measured.wall.as_secs_f64();
+                slowest = slowest.min(per_second);
                 println!(
-                    "| {name} | {flavour} | {run_number} | {MESSAGES} | {:.0} | {:.2} | {:.0} |",
-                    MESSAGES as f64 / measured.wall.as_secs_f64(),
+                    "| {name} | {flavour} | {run_number} | {MESSAGES} | {per_second:.0} | {:.2} | {:.0} |",
                     measured.cpu.as_secs_f64(),
                     MESSAGES as f64 / measured.cpu.as_secs_f64(),
                 );
             }
+            for rate in [slowest / 2.0, FIXED_RATE] {
+                let mut measured = runtime.block_on(run(rules, Load::Paced(rate)));
+                paced.push((name, flavour, rate, percentiles(&mut measured.latencies)));
+            }
         }
+    }
+    println!(
+        "\n| scenario | runtime | paced at msg/s | intake to publish p50 µs | p99 µs | p99.9 µs |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, flavour, rate, latencies) in paced {
+        let [p50, p99, p999] = latencies
+            .map(|latency| latency.expect("every message was published").as_secs_f64() * 1e6);
+        println!("| {name} | {flavour} | {rate:.0} | {p50:.0} | {p99:.0} | {p999:.0} |");
     }
 }

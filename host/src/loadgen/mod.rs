@@ -378,7 +378,8 @@ impl RunResult {
         let seconds = arrivals
             .last
             .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
-        let [p50, p99, p999] = percentiles(&mut arrivals.latencies);
+        let [p50, p99, p999] = percentiles(&mut arrivals.latencies)
+            .map(|latency| latency.map(|latency| latency.as_secs_f64() * 1000.0));
         RunResult {
             stage: scenario.stage,
             rules: scenario.rules,
@@ -421,15 +422,13 @@ impl RunResult {
     }
 }
 
-/// p50, p99 and p99.9 in milliseconds; `None` without latencies.
-fn percentiles(latencies: &mut [Duration]) -> [Option<f64>; 3] {
+/// p50, p99 and p99.9 of `latencies` (sorted in place); `None` without any.
+pub fn percentiles(latencies: &mut [Duration]) -> [Option<Duration>; 3] {
     latencies.sort_unstable();
     [0.50, 0.99, 0.999].map(|quantile| {
         let count = latencies.len();
         let rank = ((count as f64 * quantile).ceil() as usize).clamp(1, count.max(1));
-        latencies
-            .get(rank - 1)
-            .map(|latency| latency.as_secs_f64() * 1000.0)
+        latencies.get(rank - 1).copied()
     })
 }
 
