@@ -11,7 +11,8 @@
 //!
 //! A sink's reader that has read everything stored also gets each new
 //! delivery straight from the writer ([`Outbox::follow`]) as the writer takes
-//! it, before the fsync, so delivering does not wait for the disk. The
+//! it, before the fsync, so delivering does not wait for the disk; the writer
+//! takes the next batch while one is being committed. The
 //! message is still acknowledged only once its outputs are on disk: after a
 //! crash in between, the broker sends it again and the output goes out
 //! twice, never zero times.
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::{Batch, Store};
+use store::{Batch, Ids, Store};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -196,6 +197,7 @@ impl Outbox {
         let (appends, append_queue) = mpsc::channel(APPEND_QUEUE);
         let (settles, settle_queue) = mpsc::unbounded_channel();
         let writer = Writer {
+            ids: store.ids().clone(),
             store: Arc::new(Mutex::new(store)),
             shared: shared.clone(),
             when_full: settings.when_full,
@@ -316,141 +318,175 @@ impl Outbox {
     }
 }
 
-/// What the writer took for one commit.
+/// What the writer takes for one commit. Its deliveries were handed to their
+/// sinks' readers as they were taken.
 #[derive(Default)]
 struct Taken {
     batch: Batch,
+    on_disk: OnDisk,
+}
+
+/// What waits for a batch to be on disk.
+#[derive(Default)]
+struct OnDisk {
+    /// Dropped: the messages behind the batch's outputs may be acknowledged.
     receipts: Vec<Receipt>,
     syncs: Vec<oneshot::Sender<()>>,
 }
 
-impl Taken {
-    fn add(&mut self, request: Request) {
-        match request {
-            Request::Append {
-                sink,
-                delivery,
-                receipt,
-            } => {
-                self.batch.appends.push((sink, delivery));
-                self.receipts.extend(receipt);
-            }
-            Request::Sync(synced) => self.syncs.push(synced),
+impl OnDisk {
+    fn release(self) {
+        drop(self.receipts);
+        for sync in self.syncs {
+            let _ = sync.send(());
         }
     }
 }
 
+/// A batch being committed, and what waits for it.
+struct Committing {
+    task: JoinHandle<store::Committed>,
+    on_disk: OnDisk,
+}
+
 /// The one task that writes: takes appends and settles, commits them in
-/// batches, then releases receipts and wakes the sinks.
+/// batches, then releases receipts and wakes the sinks. While one batch is
+/// being committed it takes the next, so a new delivery reaches its sink's
+/// reader without waiting for that commit's fsync.
 struct Writer {
-    /// Locked only by the writer, around each commit on a blocking thread.
+    /// Locked by a commit on a blocking thread; by the writer only at close.
     store: Arc<Mutex<Store>>,
     shared: Arc<Shared>,
     when_full: WhenFull,
     /// The database file, for logs.
     path: PathBuf,
+    /// The ids given out so far, committed or not.
+    ids: Ids,
 }
 
 impl Writer {
     async fn run(
-        self,
+        mut self,
         mut appends: mpsc::Receiver<Request>,
         mut settles: mpsc::UnboundedReceiver<Settle>,
     ) {
         let mut paused = false;
+        let mut taking = Taken::default();
+        let mut committing: Option<Committing> = None;
         loop {
             let full = self.when_full == WhenFull::StopIntake
-                && self.usage().bytes >= self.shared.max_bytes;
+                && self.shared.bytes.load(Ordering::Relaxed) >= self.shared.max_bytes;
             // With nothing left that could settle, waiting for room would be forever.
             let take_appends = !full || settles.is_closed();
             if paused == take_appends {
                 paused = !take_appends;
                 self.log_pause(paused);
             }
-            let mut taken = Taken::default();
+            let room = taking.batch.len() < MAX_BATCH;
             tokio::select! {
                 biased;
-                Some(settle) = settles.recv() => taken.batch.settles.push(settle),
-                Some(request) = appends.recv(), if take_appends => taken.add(request),
-                // Both queues closed and empty: every handle is gone.
+                committed = async { (&mut committing.as_mut().expect("a commit").task).await },
+                    if committing.is_some() =>
+                {
+                    self.committed(committed.expect("an outbox commit does not panic"));
+                    committing.take().expect("a commit").on_disk.release();
+                }
+                Some(settle) = settles.recv(), if room => self.take_settle(&mut taking, settle),
+                Some(request) = appends.recv(), if take_appends && room => {
+                    self.take(&mut taking, request);
+                }
+                // Both queues closed and empty, nothing being committed: every handle is gone.
                 else => return self.close(),
             }
-            while taken.batch.len() < MAX_BATCH {
+            while taking.batch.len() < MAX_BATCH {
                 if let Ok(settle) = settles.try_recv() {
-                    taken.batch.settles.push(settle);
+                    self.take_settle(&mut taking, settle);
                 } else if let Some(request) =
                     take_appends.then(|| appends.try_recv().ok()).flatten()
                 {
-                    taken.add(request);
+                    self.take(&mut taking, request);
                 } else {
                     break;
                 }
             }
-            let Taken {
-                batch,
-                receipts,
-                syncs,
-            } = taken;
-            if batch.len() > 0 {
-                self.hand_over(&batch);
-                self.commit(batch).await;
-            }
-            // On disk: the messages behind these outputs may be acknowledged.
-            drop(receipts);
-            for sync in syncs {
-                let _ = sync.send(());
+            if committing.is_none() {
+                let Taken { batch, on_disk } = std::mem::take(&mut taking);
+                if batch.len() == 0 {
+                    // Everything before is on disk already.
+                    on_disk.release();
+                } else {
+                    let task = tokio::spawn(self.commit(batch));
+                    committing = Some(Committing { task, on_disk });
+                }
             }
         }
     }
 
-    /// Hands each of `batch`'s appends to its sink's reader, where it follows
-    /// and has room, with the id the commit will give it.
-    fn hand_over(&self, batch: &Batch) {
-        let mut ids = lock(&self.store).ids().clone();
-        let followers: Vec<_> = self
-            .shared
-            .sinks
-            .iter()
-            .map(|sink| lock(&sink.follower).clone())
-            .collect();
-        for (sink, delivery) in &batch.appends {
-            let id = ids.next;
-            ids.next += 1;
-            let after = std::mem::replace(&mut ids.newest[sink.0], id);
-            let room = followers[sink.0]
-                .as_ref()
-                .and_then(|follower| follower.try_reserve().ok());
-            if let Some(room) = room {
-                room.send(Handed {
-                    id,
-                    after,
-                    delivery: delivery.clone(),
-                });
+    fn take(&mut self, taking: &mut Taken, request: Request) {
+        match request {
+            Request::Append {
+                sink,
+                delivery,
+                receipt,
+            } => {
+                self.add(taking, sink, delivery);
+                taking.on_disk.receipts.extend(receipt);
             }
+            Request::Sync(synced) => taking.on_disk.syncs.push(synced),
         }
     }
 
-    /// Commits `batch`, trying again until it succeeds: a delivery taken is
-    /// never dropped, and meanwhile nothing is acknowledged.
-    async fn commit(&self, mut batch: Batch) {
+    /// The removal and the replacement of a settle go into the same batch,
+    /// so that a failure report takes its delivery's place atomically.
+    fn take_settle(&mut self, taking: &mut Taken, settle: Settle) {
+        taking.batch.removals.push((settle.sink, settle.id));
+        if let Some((sink, delivery)) = settle.replacement {
+            self.add(taking, sink, delivery);
+        }
+    }
+
+    /// Gives `delivery` the next id and hands it to `sink`'s reader, where
+    /// that follows and has room.
+    fn add(&mut self, taking: &mut Taken, sink: SinkId, delivery: Delivery) {
+        let (id, after) = self.ids.give(sink);
+        if let Some(room) = lock(&self.shared.sinks[sink.0].follower)
+            .as_ref()
+            .and_then(|follower| follower.try_reserve().ok())
+        {
+            room.send(Handed {
+                id,
+                after,
+                delivery: delivery.clone(),
+            });
+        }
+        taking.batch.appends.push((id, sink, delivery));
+    }
+
+    /// Commits `batch` on a blocking thread, trying again until it succeeds:
+    /// a delivery taken is never dropped, and meanwhile nothing is
+    /// acknowledged.
+    fn commit(&self, mut batch: Batch) -> impl Future<Output = store::Committed> + use<> {
+        let (store, path) = (self.store.clone(), self.path.clone());
         let (max_bytes, when_full) = (self.shared.max_bytes, self.when_full);
-        loop {
-            let store = self.store.clone();
-            let (returned, result) = tokio::task::spawn_blocking(move || {
-                let result = lock(&store).commit(&batch, max_bytes, when_full);
-                (batch, result)
-            })
-            .await
-            .expect("an outbox commit does not panic");
-            batch = returned;
-            match result {
-                Ok(committed) => return self.committed(committed),
-                Err(error) => {
-                    tracing::error!(
-                        outbox = %self.path.display(),
-                        "writing the outbox: {error:#}; trying again in {RETRY_COMMIT_AFTER:?}"
-                    );
-                    tokio::time::sleep(RETRY_COMMIT_AFTER).await;
+        async move {
+            loop {
+                let store = store.clone();
+                let (returned, result) = tokio::task::spawn_blocking(move || {
+                    let result = lock(&store).commit(&batch, max_bytes, when_full);
+                    (batch, result)
+                })
+                .await
+                .expect("an outbox commit does not panic");
+                batch = returned;
+                match result {
+                    Ok(committed) => return committed,
+                    Err(error) => {
+                        tracing::error!(
+                            outbox = %path.display(),
+                            "writing the outbox: {error:#}; trying again in {RETRY_COMMIT_AFTER:?}"
+                        );
+                        tokio::time::sleep(RETRY_COMMIT_AFTER).await;
+                    }
                 }
             }
         }
@@ -459,7 +495,7 @@ impl Writer {
     /// Publishes the new usage and wakes the sinks that got deliveries.
     fn committed(&self, committed: store::Committed) {
         let shared = &self.shared;
-        let usage = self.usage();
+        let usage = &committed.usage;
         shared.commits.fetch_add(1, Ordering::Relaxed);
         shared.bytes.store(usage.bytes, Ordering::Relaxed);
         shared.records.send_replace(usage.records.iter().sum());
@@ -476,10 +512,6 @@ impl Writer {
         for sink in committed.appended_to {
             shared.sinks[sink.0].stored.notify_one();
         }
-    }
-
-    fn usage(&self) -> store::Usage {
-        lock(&self.store).usage().clone()
     }
 
     /// Every handle is gone: an outbox that holds nothing is removed, so a
@@ -575,5 +607,41 @@ mod tests {
             .map(|(id, delivery)| (id, delivery.unwrap().target))
             .collect();
         assert_eq!(stored, [(2, object("1")), (4, object("3"))]);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_handed_over_while_the_commit_before_it_is_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = OutboxSettings {
+            path: dir.path().join("outbox.redb"),
+            max_bytes: u64::MAX,
+            when_full: WhenFull::StopIntake,
+        };
+        let (outbox, _writer) = Outbox::open(&settings, &["a".to_owned()]).unwrap();
+        let a = outbox.sink(0);
+        let mut handed = outbox.follow(a);
+        let mut hand_over = async || {
+            let handed = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
+            handed.expect("handed over in time").expect("a delivery").id
+        };
+        // Holds the database's write lock: the writer's first commit waits for it.
+        let held = outbox.shared.db.begin_write().unwrap();
+        outbox.append(a, delivery("1"), None).await.unwrap();
+        assert_eq!(hand_over().await, 1);
+        outbox.append(a, delivery("2"), None).await.unwrap();
+        assert_eq!(hand_over().await, 2);
+        assert_eq!(outbox.stats().commits, 0);
+
+        drop(held);
+        outbox.sync().await.unwrap();
+        let stored: Vec<u64> = outbox
+            .read(a, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(stored, [1, 2]);
+        assert_eq!(outbox.stats().commits, 2);
     }
 }

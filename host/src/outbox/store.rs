@@ -2,7 +2,7 @@
 //! ids, each encoded with postcard behind a format byte. Synchronous; the
 //! outbox runs it on blocking threads.
 
-use super::{Settle, SinkId, WhenFull};
+use super::{SinkId, WhenFull};
 use crate::actions::Delivery;
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _};
@@ -25,18 +25,22 @@ const EPOCH: &str = "epoch";
 /// A write the outbox commits in one transaction.
 #[derive(Default)]
 pub(super) struct Batch {
-    pub(super) appends: Vec<(SinkId, Delivery)>,
-    pub(super) settles: Vec<Settle>,
+    /// New deliveries, each under the id the writer gave it ([`Ids::give`]).
+    pub(super) appends: Vec<(u64, SinkId, Delivery)>,
+    /// Settled deliveries to remove, by sink and id.
+    pub(super) removals: Vec<(SinkId, u64)>,
 }
 
 impl Batch {
     pub(super) fn len(&self) -> usize {
-        self.appends.len() + self.settles.len()
+        self.appends.len() + self.removals.len()
     }
 }
 
 /// What a committed batch changed.
 pub(super) struct Committed {
+    /// How full the outbox is now.
+    pub(super) usage: Usage,
     /// The sinks that got new deliveries.
     pub(super) appended_to: Vec<SinkId>,
     /// Old deliveries removed to make room (`when_full = "drop_oldest"`).
@@ -52,14 +56,24 @@ pub(super) struct Usage {
     pub(super) bytes: u64,
 }
 
-/// Where the ids stand. [`Store::commit`] gives a batch's appends the ids
-/// from `next` on, in the batch's order, before any replacement.
+/// Where the ids stand: read from the tables at open, then kept by the
+/// outbox's writer, which gives each delivery its id as it takes it.
 #[derive(Debug, Clone)]
 pub(super) struct Ids {
     pub(super) next: u64,
     /// The id of each configured sink's newest delivery, by [`SinkId`]; 0
     /// when it has had none.
     pub(super) newest: Vec<u64>,
+}
+
+impl Ids {
+    /// The next id, for a delivery of `sink`, and the id of that sink's
+    /// delivery before it (0: none).
+    pub(super) fn give(&mut self, sink: SinkId) -> (u64, u64) {
+        let id = self.next;
+        self.next += 1;
+        (id, std::mem::replace(&mut self.newest[sink.0], id))
+    }
 }
 
 pub(super) struct Store {
@@ -69,6 +83,7 @@ pub(super) struct Store {
     usage: Usage,
     /// Deliveries of sinks that are not configured now, found at open.
     foreign_records: u64,
+    /// As they stood at open.
     ids: Ids,
     /// Made when the file is created: with a record's id, it names a delivery
     /// uniquely even after an emptied outbox was removed and ids start over.
@@ -179,6 +194,7 @@ impl Store {
         &self.usage
     }
 
+    /// Where the ids stood at open.
     pub(super) fn ids(&self) -> &Ids {
         &self.ids
     }
@@ -206,23 +222,21 @@ impl Store {
         when_full: WhenFull,
     ) -> anyhow::Result<Committed> {
         let txn = self.db.begin_write()?;
-        let (usage, ids, appended_to, dropped) = {
+        let (usage, appended_to, dropped) = {
             let mut writing = Writing {
                 txn: &txn,
                 names: &self.tables,
                 open: self.tables.iter().map(|_| None).collect(),
                 usage: self.usage.clone(),
-                ids: self.ids.clone(),
                 appended_to: Vec::new(),
             };
-            for (sink, delivery) in &batch.appends {
-                writing.append(*sink, delivery)?;
+            // Appends first: a delivery settled before its batch was
+            // committed is inserted and removed in the same transaction.
+            for (id, sink, delivery) in &batch.appends {
+                writing.append(*id, *sink, delivery)?;
             }
-            for settle in &batch.settles {
-                writing.remove(settle.sink, settle.id)?;
-                if let Some((sink, delivery)) = &settle.replacement {
-                    writing.append(*sink, delivery)?;
-                }
+            for &(sink, id) in &batch.removals {
+                writing.remove(sink, id)?;
             }
             let mut dropped = 0;
             if when_full == WhenFull::DropOldest {
@@ -231,12 +245,12 @@ impl Store {
                 }
             }
             // Its tables borrow the transaction, which the commit takes.
-            (writing.usage, writing.ids, writing.appended_to, dropped)
+            (writing.usage, writing.appended_to, dropped)
         };
         txn.commit()?;
         self.usage = usage;
-        self.ids = ids;
         Ok(Committed {
+            usage: self.usage.clone(),
             appended_to,
             dropped,
         })
@@ -251,7 +265,6 @@ struct Writing<'txn> {
     /// Each table, opened once per transaction: opening costs as much as an insert.
     open: Vec<Option<redb::Table<'txn, u64, &'static [u8]>>>,
     usage: Usage,
-    ids: Ids,
     appended_to: Vec<SinkId>,
 }
 
@@ -267,12 +280,9 @@ impl<'txn> Writing<'txn> {
         Ok(table.as_mut().expect("opened above"))
     }
 
-    fn append(&mut self, sink: SinkId, delivery: &Delivery) -> anyhow::Result<()> {
+    fn append(&mut self, id: u64, sink: SinkId, delivery: &Delivery) -> anyhow::Result<()> {
         let value = encode(delivery)?;
-        let id = self.ids.next;
         self.table(sink)?.insert(id, value.as_slice())?;
-        self.ids.next += 1;
-        self.ids.newest[sink.0] = id;
         self.usage.records[sink.0] += 1;
         self.usage.bytes += record_size(&value);
         if !self.appended_to.contains(&sink) {
@@ -389,21 +399,19 @@ mod tests {
         let (a, b) = (SinkId(0), SinkId(1));
         {
             let mut store = Store::open(&path, &sinks).unwrap();
+            let mut ids = store.ids().clone();
+            let mut append = |sink, payload| (ids.give(sink).0, sink, delivery(payload));
             let batch = Batch {
-                appends: vec![(a, delivery("1")), (b, delivery("2")), (a, delivery("3"))],
-                settles: Vec::new(),
+                appends: vec![append(a, "1"), append(b, "2"), append(a, "3")],
+                removals: Vec::new(),
             };
             store
                 .commit(&batch, u64::MAX, WhenFull::StopIntake)
                 .unwrap();
             // Delivery 1 failed for good; its report goes to sink b instead.
             let settle = Batch {
-                appends: Vec::new(),
-                settles: vec![Settle {
-                    sink: a,
-                    id: 1,
-                    replacement: Some((b, delivery("report"))),
-                }],
+                appends: vec![append(b, "report")],
+                removals: vec![(a, 1)],
             };
             store
                 .commit(&settle, u64::MAX, WhenFull::StopIntake)
@@ -419,17 +427,37 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_settled_in_the_batch_that_appends_it_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = ["a".to_owned()];
+        let mut store = Store::open(&dir.path().join("outbox.redb"), &sinks).unwrap();
+        let batch = Batch {
+            appends: vec![(1, SinkId(0), delivery("1")), (2, SinkId(0), delivery("2"))],
+            removals: vec![(SinkId(0), 1)],
+        };
+        store
+            .commit(&batch, u64::MAX, WhenFull::StopIntake)
+            .unwrap();
+        assert_eq!(payloads(&store, SinkId(0)), ["2"]);
+        assert_eq!(store.usage().records, [1]);
+        assert_eq!(
+            store.usage().bytes,
+            record_size(&encode(&delivery("2")).unwrap())
+        );
+    }
+
+    #[test]
     fn drop_oldest_keeps_the_newest_deliveries_within_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let sinks = ["a".to_owned(), "b".to_owned()];
         let mut store = Store::open(&dir.path().join("outbox.redb"), &sinks).unwrap();
         let one = record_size(&encode(&delivery("0")).unwrap());
         let appends = (0..10)
-            .map(|n| (SinkId(n % 2), delivery(&n.to_string())))
+            .map(|n| (n as u64 + 1, SinkId(n % 2), delivery(&n.to_string())))
             .collect();
         let batch = Batch {
             appends,
-            settles: Vec::new(),
+            removals: Vec::new(),
         };
         let committed = store.commit(&batch, 4 * one, WhenFull::DropOldest).unwrap();
         assert_eq!(committed.dropped, 6);
