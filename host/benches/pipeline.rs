@@ -5,7 +5,7 @@
 //! CPU time (every thread of the process), so "per core" reads directly.
 //! Each scenario runs on tokio's multi-thread runtime (what `rulegate run`
 //! uses) and on a current-thread one, whose tasks never wake another worker.
-//! Then, paced at half of the rate each reached flat out and at 10,000 a
+//! Then, paced at half of its slowest flat-out rate and at 10,000 a
 //! second (about half of what it carries end to end through Mosquitto on the
 //! bench machine), it times each message from the intake to its sink's
 //! publish: the latency the gateway itself adds, without the broker's hops.

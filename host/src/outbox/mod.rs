@@ -565,14 +565,18 @@ mod tests {
         }
     }
 
+    fn unbounded_in(dir: &std::path::Path) -> OutboxSettings {
+        OutboxSettings {
+            path: dir.join("outbox.redb"),
+            max_bytes: u64::MAX,
+            when_full: WhenFull::StopIntake,
+        }
+    }
+
     #[tokio::test]
     async fn a_follower_is_handed_each_new_delivery_with_the_id_before_it() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = OutboxSettings {
-            path: dir.path().join("outbox.redb"),
-            max_bytes: u64::MAX,
-            when_full: WhenFull::StopIntake,
-        };
+        let settings = unbounded_in(dir.path());
         let sinks = ["a".to_owned(), "b".to_owned()];
         {
             let (outbox, writer) = Outbox::open(&settings, &sinks).unwrap();
@@ -612,11 +616,7 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_is_handed_over_while_the_commit_before_it_is_under_way() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = OutboxSettings {
-            path: dir.path().join("outbox.redb"),
-            max_bytes: u64::MAX,
-            when_full: WhenFull::StopIntake,
-        };
+        let settings = unbounded_in(dir.path());
         let (outbox, _writer) = Outbox::open(&settings, &["a".to_owned()]).unwrap();
         let a = outbox.sink(0);
         let mut handed = outbox.follow(a);
