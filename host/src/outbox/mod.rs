@@ -12,9 +12,10 @@
 //! A sink's reader that has read everything stored also gets each new
 //! delivery straight from the writer ([`Outbox::follow`]) as the writer takes
 //! it, before the fsync, so delivering does not wait for the disk; the writer
-//! takes the next batch while one is being committed. The
-//! message is still acknowledged only once its outputs are on disk: after a
-//! crash in between, the broker sends it again and the output goes out
+//! takes the next batch while one is being committed. A delivery settled
+//! before its batch is committed is never written. The message is still
+//! acknowledged only once each of its outputs is on disk or delivered: after
+//! a crash in between, the broker sends it again and the output goes out
 //! twice, never zero times.
 //!
 //! An outbox that holds nothing when the gateway stops is removed.
@@ -411,8 +412,9 @@ impl Writer {
             }
             if committing.is_none() {
                 let Taken { batch, on_disk } = std::mem::take(&mut taking);
-                if batch.len() == 0 {
-                    // Everything before is on disk already.
+                if batch.writes_nothing() {
+                    // Everything before is on disk already, and what the
+                    // batch took is delivered.
                     on_disk.release();
                 } else {
                     let task = tokio::spawn(self.commit(batch));
@@ -439,7 +441,7 @@ impl Writer {
     /// The removal and the replacement of a settle go into the same batch,
     /// so that a failure report takes its delivery's place atomically.
     fn take_settle(&mut self, taking: &mut Taken, settle: Settle) {
-        taking.batch.removals.push((settle.sink, settle.id));
+        taking.batch.settle(settle.sink, settle.id);
         if let Some((sink, delivery)) = settle.replacement {
             self.add(taking, sink, delivery);
         }
@@ -459,7 +461,7 @@ impl Writer {
                 delivery: delivery.clone(),
             });
         }
-        taking.batch.appends.push((id, sink, delivery));
+        taking.batch.append(id, sink, delivery);
     }
 
     /// Commits `batch` on a blocking thread, trying again until it succeeds:
@@ -643,5 +645,38 @@ mod tests {
             .collect();
         assert_eq!(stored, [1, 2]);
         assert_eq!(outbox.stats().commits, 2);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_settled_before_its_batch_is_committed_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = unbounded_in(dir.path());
+        let (outbox, _writer) = Outbox::open(&settings, &["a".to_owned()]).unwrap();
+        let a = outbox.sink(0);
+        let mut handed = outbox.follow(a);
+        let mut hand_over = async || {
+            let handed = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
+            handed.expect("handed over in time").expect("a delivery").id
+        };
+        // The first commit waits for the write lock the test holds; the
+        // second delivery goes into the next batch and is settled there.
+        let held = outbox.shared.db.begin_write().unwrap();
+        outbox.append(a, delivery("1"), None).await.unwrap();
+        assert_eq!(hand_over().await, 1);
+        outbox.append(a, delivery("2"), None).await.unwrap();
+        assert_eq!(hand_over().await, 2);
+        outbox.settle(a, 2, None).unwrap();
+        drop(held);
+        outbox.sync().await.unwrap();
+
+        let stored: Vec<u64> = outbox
+            .read(a, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(stored, [1]);
+        assert_eq!(outbox.stats().commits, 1);
     }
 }

@@ -25,15 +25,44 @@ const EPOCH: &str = "epoch";
 /// A write the outbox commits in one transaction.
 #[derive(Default)]
 pub(super) struct Batch {
-    /// New deliveries, each under the id the writer gave it ([`Ids::give`]).
-    pub(super) appends: Vec<(u64, SinkId, Delivery)>,
+    /// New deliveries in id order, each under the id the writer gave it
+    /// ([`Ids::give`]); `None` where the delivery was settled before the
+    /// batch was committed, so it is never written.
+    appends: Vec<(u64, SinkId, Option<Delivery>)>,
     /// Settled deliveries to remove, by sink and id.
-    pub(super) removals: Vec<(SinkId, u64)>,
+    removals: Vec<(SinkId, u64)>,
+    /// Appends still to write.
+    unsettled: usize,
 }
 
 impl Batch {
+    /// Adds `delivery` for `sink` under `id`, above every id in the batch.
+    pub(super) fn append(&mut self, id: u64, sink: SinkId, delivery: Delivery) {
+        debug_assert!(self.appends.last().is_none_or(|&(last, ..)| last < id));
+        self.appends.push((id, sink, Some(delivery)));
+        self.unsettled += 1;
+    }
+
+    /// Settles delivery `id` of `sink`: appended in this batch, it is never
+    /// written; stored before, it is removed.
+    pub(super) fn settle(&mut self, sink: SinkId, id: u64) {
+        if let Ok(position) = self.appends.binary_search_by_key(&id, |&(id, ..)| id)
+            && self.appends[position].2.take().is_some()
+        {
+            self.unsettled -= 1;
+            return;
+        }
+        self.removals.push((sink, id));
+    }
+
+    /// Appends and removals taken, settled appends included.
     pub(super) fn len(&self) -> usize {
         self.appends.len() + self.removals.len()
+    }
+
+    /// Whether committing the batch would leave the disk as it is.
+    pub(super) fn writes_nothing(&self) -> bool {
+        self.unsettled == 0 && self.removals.is_empty()
     }
 }
 
@@ -230,10 +259,10 @@ impl Store {
                 usage: self.usage.clone(),
                 appended_to: Vec::new(),
             };
-            // Appends first: a delivery settled before its batch was
-            // committed is inserted and removed in the same transaction.
             for (id, sink, delivery) in &batch.appends {
-                writing.append(*id, *sink, delivery)?;
+                if let Some(delivery) = delivery {
+                    writing.append(*id, *sink, delivery)?;
+                }
             }
             for &(sink, id) in &batch.removals {
                 writing.remove(sink, id)?;
@@ -400,19 +429,20 @@ mod tests {
         {
             let mut store = Store::open(&path, &sinks).unwrap();
             let mut ids = store.ids().clone();
-            let mut append = |sink, payload| (ids.give(sink).0, sink, delivery(payload));
-            let batch = Batch {
-                appends: vec![append(a, "1"), append(b, "2"), append(a, "3")],
-                removals: Vec::new(),
+            let mut append = |batch: &mut Batch, sink, payload| {
+                batch.append(ids.give(sink).0, sink, delivery(payload));
             };
+            let mut batch = Batch::default();
+            append(&mut batch, a, "1");
+            append(&mut batch, b, "2");
+            append(&mut batch, a, "3");
             store
                 .commit(&batch, u64::MAX, WhenFull::StopIntake)
                 .unwrap();
             // Delivery 1 failed for good; its report goes to sink b instead.
-            let settle = Batch {
-                appends: vec![append(b, "report")],
-                removals: vec![(a, 1)],
-            };
+            let mut settle = Batch::default();
+            append(&mut settle, b, "report");
+            settle.settle(a, 1);
             store
                 .commit(&settle, u64::MAX, WhenFull::StopIntake)
                 .unwrap();
@@ -431,18 +461,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sinks = ["a".to_owned()];
         let mut store = Store::open(&dir.path().join("outbox.redb"), &sinks).unwrap();
-        let batch = Batch {
-            appends: vec![(1, SinkId(0), delivery("1")), (2, SinkId(0), delivery("2"))],
-            removals: vec![(SinkId(0), 1)],
-        };
+        let mut batch = Batch::default();
+        batch.append(1, SinkId(0), delivery("1"));
+        batch.append(2, SinkId(0), delivery("2"));
+        batch.settle(SinkId(0), 1);
+        assert!(!batch.writes_nothing());
+        batch.settle(SinkId(0), 2);
+        assert!(batch.writes_nothing());
+        batch.append(3, SinkId(0), delivery("3"));
         store
             .commit(&batch, u64::MAX, WhenFull::StopIntake)
             .unwrap();
-        assert_eq!(payloads(&store, SinkId(0)), ["2"]);
+        assert_eq!(payloads(&store, SinkId(0)), ["3"]);
         assert_eq!(store.usage().records, [1]);
         assert_eq!(
             store.usage().bytes,
-            record_size(&encode(&delivery("2")).unwrap())
+            record_size(&encode(&delivery("3")).unwrap())
         );
     }
 
@@ -452,13 +486,10 @@ mod tests {
         let sinks = ["a".to_owned(), "b".to_owned()];
         let mut store = Store::open(&dir.path().join("outbox.redb"), &sinks).unwrap();
         let one = record_size(&encode(&delivery("0")).unwrap());
-        let appends = (0..10)
-            .map(|n| (n as u64 + 1, SinkId(n % 2), delivery(&n.to_string())))
-            .collect();
-        let batch = Batch {
-            appends,
-            removals: Vec::new(),
-        };
+        let mut batch = Batch::default();
+        for n in 0..10 {
+            batch.append(n as u64 + 1, SinkId(n % 2), delivery(&n.to_string()));
+        }
         let committed = store.commit(&batch, 4 * one, WhenFull::DropOldest).unwrap();
         assert_eq!(committed.dropped, 6);
         assert_eq!(payloads(&store, SinkId(0)), ["6", "8"]);

@@ -1,6 +1,6 @@
 //! The router: takes each inbound message, finds the rules whose `FROM`
 //! matches, evaluates their SQL and queues what they select for their workers.
-//! Between two messages it applies a [`Swap`]: it starts workers for new rule
+//! Between two batches of messages it applies a [`Swap`]: it starts workers for new rule
 //! versions, closes the queues of replaced and removed ones, and publishes the
 //! new rule list.
 
@@ -14,6 +14,11 @@ use rulegate_sql::{Payload, TopicIndex};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// Inbound messages taken at once, at most. Taking several frees as many
+/// places in the intake channel at once, so a sender waiting for room is woken
+/// once for them all instead of once per message.
+const INTAKE_BATCH: usize = 64;
 
 /// A new rule set, and the signal that the router routes by it.
 pub(super) struct Swap {
@@ -72,6 +77,7 @@ impl Router {
         mut swaps: mpsc::Receiver<Swap>,
     ) {
         let mut matched = Vec::new();
+        let mut messages = Vec::with_capacity(INTAKE_BATCH);
         loop {
             tokio::select! {
                 biased;
@@ -79,10 +85,14 @@ impl Router {
                     self.swap(swap.changes);
                     let _ = swap.applied.send(());
                 }
-                message = inbound.recv() => match message {
-                    Some(message) => self.route(message, &mut matched).await,
-                    None => break,
-                },
+                taken = inbound.recv_many(&mut messages, INTAKE_BATCH) => {
+                    if taken == 0 {
+                        break;
+                    }
+                    for message in messages.drain(..) {
+                        self.route(message, &mut matched).await;
+                    }
+                }
             }
         }
         // Closing the queues lets each worker finish what it holds, then end.
