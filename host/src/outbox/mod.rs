@@ -615,8 +615,12 @@ mod tests {
         assert_eq!(stored, [(2, object("1")), (4, object("3"))]);
     }
 
-    #[tokio::test]
-    async fn a_delivery_is_handed_over_while_the_commit_before_it_is_under_way() {
+    /// Appends deliveries 1 and 2 of sink 0 while the test holds the
+    /// database's write lock, so that the writer's first commit waits and the
+    /// second delivery goes into the next batch; requires each handed over
+    /// meanwhile. Runs `while_held`, releases the lock, and returns the ids
+    /// then stored and the number of commits.
+    async fn behind_a_waiting_commit(while_held: impl AsyncFnOnce(&Outbox)) -> (Vec<u64>, u64) {
         let dir = tempfile::tempdir().unwrap();
         let settings = unbounded_in(dir.path());
         let (outbox, _writer) = Outbox::open(&settings, &["a".to_owned()]).unwrap();
@@ -626,57 +630,39 @@ mod tests {
             let handed = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
             handed.expect("handed over in time").expect("a delivery").id
         };
-        // Holds the database's write lock: the writer's first commit waits for it.
         let held = outbox.shared.db.begin_write().unwrap();
         outbox.append(a, delivery("1"), None).await.unwrap();
         assert_eq!(hand_over().await, 1);
         outbox.append(a, delivery("2"), None).await.unwrap();
         assert_eq!(hand_over().await, 2);
-        assert_eq!(outbox.stats().commits, 0);
+        while_held(&outbox).await;
 
         drop(held);
         outbox.sync().await.unwrap();
-        let stored: Vec<u64> = outbox
+        let stored = outbox
             .read(a, 0, 10)
             .await
             .unwrap()
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        (stored, outbox.stats().commits)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_handed_over_while_the_commit_before_it_is_under_way() {
+        let nothing_committed = async |outbox: &Outbox| assert_eq!(outbox.stats().commits, 0);
+        let (stored, commits) = behind_a_waiting_commit(nothing_committed).await;
         assert_eq!(stored, [1, 2]);
-        assert_eq!(outbox.stats().commits, 2);
+        assert_eq!(commits, 2);
     }
 
     #[tokio::test]
     async fn a_delivery_settled_before_its_batch_is_committed_is_never_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = unbounded_in(dir.path());
-        let (outbox, _writer) = Outbox::open(&settings, &["a".to_owned()]).unwrap();
-        let a = outbox.sink(0);
-        let mut handed = outbox.follow(a);
-        let mut hand_over = async || {
-            let handed = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
-            handed.expect("handed over in time").expect("a delivery").id
-        };
-        // The first commit waits for the write lock the test holds; the
-        // second delivery goes into the next batch and is settled there.
-        let held = outbox.shared.db.begin_write().unwrap();
-        outbox.append(a, delivery("1"), None).await.unwrap();
-        assert_eq!(hand_over().await, 1);
-        outbox.append(a, delivery("2"), None).await.unwrap();
-        assert_eq!(hand_over().await, 2);
-        outbox.settle(a, 2, None).unwrap();
-        drop(held);
-        outbox.sync().await.unwrap();
-
-        let stored: Vec<u64> = outbox
-            .read(a, 0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let settle_the_second =
+            async |outbox: &Outbox| outbox.settle(outbox.sink(0), 2, None).unwrap();
+        let (stored, commits) = behind_a_waiting_commit(settle_the_second).await;
         assert_eq!(stored, [1]);
-        assert_eq!(outbox.stats().commits, 1);
+        assert_eq!(commits, 1);
     }
 }
