@@ -1,8 +1,8 @@
 //! The router: takes each inbound message, finds the rules whose `FROM`
 //! matches, evaluates their SQL and queues what they select for their workers.
-//! Between two batches of messages it applies a [`Swap`]: it starts workers for new rule
-//! versions, closes the queues of replaced and removed ones, and publishes the
-//! new rule list.
+//! Between two batches of messages it applies a [`Swap`]: it starts workers
+//! for new rule versions, closes the queues of replaced and removed ones, and
+//! publishes the new rule list.
 
 use super::worker::{self, Actions, WorkerExit};
 use super::{
