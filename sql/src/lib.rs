@@ -41,6 +41,7 @@ mod functions;
 mod lexer;
 mod message;
 mod parser;
+mod payload_fields;
 mod statement;
 mod template;
 mod topic;
@@ -48,6 +49,7 @@ mod value;
 
 pub use error::{ErrorKind, SqlError};
 pub use message::{MessageContext, MqttProperties, Payload};
+pub use payload_fields::PayloadFields;
 pub use statement::{Selected, Statement};
 pub use template::Template;
 pub use topic::{TopicFilter, TopicIndex};

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::payload_fields::{PayloadFields, parse_members};
+
 /// A message payload, parsed once per message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -21,6 +23,19 @@ impl Payload {
         match serde_json::from_slice(bytes) {
             Ok(value) => Payload::Json(value),
             Err(_) => Payload::Binary(bytes.to_vec()),
+        }
+    }
+
+    /// Like [`Payload::parse`], but of an object only the members in `fields` are built (all
+    /// when it reads the whole document): for rules that read those alone. JSON and binary
+    /// exactly where [`Payload::parse`] says so.
+    pub fn parse_fields(bytes: &[u8], fields: &PayloadFields) -> Payload {
+        if fields.reads_whole() {
+            return Payload::parse(bytes);
+        }
+        match parse_members(bytes, fields) {
+            Some(value) => Payload::Json(value),
+            None => Payload::Binary(bytes.to_vec()),
         }
     }
 

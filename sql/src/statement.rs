@@ -11,6 +11,7 @@ use crate::error::SqlError;
 use crate::eval::{Scope, eval, project};
 use crate::message::{MessageContext, Payload};
 use crate::parser::Parser;
+use crate::payload_fields::PayloadFields;
 use crate::topic::TopicFilter;
 use crate::value::is_true;
 
@@ -59,6 +60,13 @@ impl Statement {
     /// Whether the statement is `SELECT *` with no WHERE: it selects every message unchanged.
     pub fn is_passthrough(&self) -> bool {
         self.query.filter.is_none() && passes_payload_through(&self.query.projection)
+    }
+
+    /// The members of the payload the statement reads (see [`Payload::parse_fields`]).
+    pub fn payload_fields(&self) -> PayloadFields {
+        let mut fields = PayloadFields::default();
+        fields.add_statement(&self.query);
+        fields
     }
 
     /// What the statement selects from `message`, or `None` when the topic is outside `FROM` or

@@ -12,6 +12,7 @@ use crate::error::{ErrorKind, SqlError};
 use crate::eval::{Scope, eval};
 use crate::message::MessageContext;
 use crate::parser::Parser;
+use crate::payload_fields::PayloadFields;
 use crate::value::datum_text;
 
 /// A compiled substitution template.
@@ -70,6 +71,17 @@ impl Template {
     /// Whether the template has no substitution (it renders to its own text).
     pub fn is_constant(&self) -> bool {
         self.parts.iter().all(|part| matches!(part, Part::Text(_)))
+    }
+
+    /// The members of the payload the substitutions read.
+    pub fn payload_fields(&self) -> PayloadFields {
+        let mut fields = PayloadFields::default();
+        for part in &self.parts {
+            if let Part::Substitution(expr) = part {
+                fields.add_expr(expr);
+            }
+        }
+        fields
     }
 
     /// The text with every substitution evaluated against `message`.
