@@ -2,8 +2,9 @@
 //! reference payload with a reused instance, loading a cached module, and
 //! creating an instance (alone, and with the drop of the previous one). Also
 //! the whole computation one message takes on one core, without the queues,
-//! threads and outbox of the pipeline bench: parsing the payload, the rule's
-//! SQL, and the module call. Run with `cargo bench -p rulegate --bench rule_engine`.
+//! threads and outbox of the pipeline bench: parsing what the rule reads of
+//! the payload, the rule's SQL, and the module call. Run with
+//! `cargo bench -p rulegate --bench rule_engine`.
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -44,11 +45,12 @@ fn rule_engine(c: &mut Criterion) {
     // What the router and the rule's worker compute for one message.
     let statement = Statement::parse("SELECT * FROM 'device/+/devicePayload' WHERE humidity < 35")
         .expect("the humidity rule's SQL");
+    let reads = statement.payload_fields();
     let mut selected_message = Message::default();
     c.bench_function("message_path/sql_and_wasm", |b| {
         b.iter(|| {
             let raw = black_box(REFERENCE_PAYLOAD.as_bytes());
-            let payload = Payload::parse(raw);
+            let payload = Payload::parse_fields(raw, &reads);
             let context = MessageContext::new(&message.topic, &payload, raw);
             let selected = statement
                 .evaluate(&context)

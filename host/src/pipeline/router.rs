@@ -10,7 +10,7 @@ use super::{
 };
 use crate::actions::Sinks;
 use crate::mqtt::Inbound;
-use rulegate_sql::{Payload, TopicIndex};
+use rulegate_sql::{Payload, PayloadFields, TopicIndex};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +38,9 @@ struct RouteTable {
     routes: Vec<Route>,
     /// Topic filter → position in `routes`.
     index: TopicIndex<usize>,
+    /// What of a payload any of the rules reads: all a message's payload is
+    /// parsed for, since it is parsed once for every rule it reaches.
+    payload_fields: PayloadFields,
 }
 
 pub(super) struct Router {
@@ -126,6 +129,7 @@ impl Router {
             table
                 .index
                 .insert(route.rule.statement.topic_filter(), table.routes.len());
+            table.payload_fields.add(&route.rule.payload_fields);
             table.routes.push(route);
         }
         // What is left was removed: its queues close here, its workers drain.
@@ -179,7 +183,7 @@ impl Router {
         if matched.is_empty() {
             return;
         }
-        let payload = Payload::parse(&message.payload);
+        let payload = Payload::parse_fields(&message.payload, &table.payload_fields);
         if let Payload::Binary(bytes) = &payload {
             self.intake.not_json();
             if tracing::enabled!(tracing::Level::DEBUG) {

@@ -8,7 +8,7 @@ use crate::actions::{SinkKind, Target};
 use crate::config::{ActionSpec, ConfigError, GatewayConfig, RuleSpec};
 use crate::engine::{RuleInstance, RuleModule};
 use crate::message::{Property, QoS};
-use rulegate_sql::{MessageContext, Statement, Template, TopicFilter};
+use rulegate_sql::{MessageContext, PayloadFields, Statement, Template, TopicFilter};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ pub(crate) struct CompiledRule {
     pub(crate) statement: Statement,
     pub(crate) actions: Vec<CompiledAction>,
     pub(crate) error_action: Option<CompiledAction>,
+    /// What of the payload the SQL and the actions' templates read.
+    pub(crate) payload_fields: PayloadFields,
     /// Topic filters the rule may publish to; any topic when `None`.
     pub(crate) publish_allowed: Option<Vec<TopicFilter>>,
     pub(crate) counters: Arc<RuleCounters>,
@@ -111,7 +113,7 @@ impl CompiledRule {
             CompiledAction::compile(config, action)
                 .map_err(|(param, problem)| invalid(format!("{field}.{param}"), problem))
         };
-        let actions = spec
+        let actions: Vec<_> = spec
             .actions
             .iter()
             .enumerate()
@@ -128,11 +130,16 @@ impl CompiledRule {
                 "the rule has no actions: only its publish outputs go anywhere"
             );
         }
+        let mut payload_fields = statement.payload_fields();
+        for action in actions.iter().chain(&error_action) {
+            payload_fields.add(&action.payload_fields());
+        }
         let rule = CompiledRule {
             name: Arc::from(spec.name.as_str()),
             statement,
             actions,
             error_action,
+            payload_fields,
             publish_allowed,
             counters,
             version,
@@ -208,6 +215,20 @@ impl CompiledAction {
         })
     }
 
+    /// What of the payload the action's templates read.
+    fn payload_fields(&self) -> PayloadFields {
+        let mut fields = PayloadFields::default();
+        let templates = match &self.params {
+            ActionParams::Object { key } => vec![key],
+            ActionParams::Notification { subject } => subject.iter().collect(),
+            ActionParams::Publish { topic, .. } => vec![topic],
+        };
+        for template in templates {
+            fields.add(&template.payload_fields());
+        }
+        fields
+    }
+
     /// Where this action sends one output: templates rendered against the
     /// message, then overridden by the output's own attributes.
     pub(crate) fn target(&self, message: &MessageContext<'_>, attributes: &[Property]) -> Target {
@@ -237,5 +258,50 @@ impl CompiledAction {
                 user_properties: Vec::new(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_rule_reads_the_members_its_sql_and_every_action_template_name() {
+        let text = r#"
+[gateway]
+state_dir = "state"
+[broker]
+url = "mqtt://127.0.0.1:1"
+[sinks.device]
+type = "mqtt"
+[sinks.archive]
+type = "file"
+directory = "archive"
+
+[[rules]]
+name = "alert"
+sql = "SELECT * FROM 'device/+/devicePayload' WHERE humidity < 35"
+[[rules.actions]]
+sink = "device"
+topic = "alerts/${name}"
+[[rules.actions]]
+sink = "archive"
+key = "${topic(2)}/${timeStampEpoch}"
+[rules.error_action]
+sink = "device"
+topic = "errors/${timeStampIso}"
+"#;
+        let config = GatewayConfig::parse(text, Path::new("test.toml"), "/tmp".into()).unwrap();
+        let version = RuleVersion {
+            number: 1,
+            module_hash: None,
+            module_path: None,
+            config_hash: String::new(),
+            loaded_at_ms: 0,
+        };
+        let (rule, _) = CompiledRule::compile(&config, 0, None, version, Arc::default()).unwrap();
+        let read: Vec<_> = rule.payload_fields.members().collect();
+        assert_eq!(read, ["humidity", "name", "timeStampEpoch", "timeStampIso"]);
     }
 }
