@@ -1,7 +1,8 @@
 //! AWS IoT rules SQL (version 2016-03-23) for the rulegate gateway: a statement is parsed and
 //! checked once per rule into a typed expression tree, then evaluated per message against a
 //! payload parsed once and shared by every rule. Also substitution templates (`${...}` in action
-//! parameters) and the topic index that routes each message only to rules whose `FROM` matches.
+//! parameters), the topic index that routes each message only to rules whose `FROM` matches, and
+//! what statements and templates read of a payload ([`PayloadFields`]), so that only that is built.
 //! The host's rule table and actions call this crate; it does no I/O.
 //!
 //! ```

@@ -2,11 +2,12 @@
 //! rules whose `FROM` matches, evaluates their SQL, runs their Wasm module and
 //! hands the outputs to the actions.
 //!
-//! The payload is parsed once per message and shared by every rule. Each rule
-//! has its own bounded queue and worker, so the order of one rule's messages is
-//! kept and a full queue slows intake instead of growing memory. Rules with a
-//! module run on a thread of their own (Wasm calls are synchronous); the others
-//! on a tokio task.
+//! The payload is parsed once per message and shared by every rule; of a JSON
+//! object only the members some rule's SQL or templates read are built. Each
+//! rule has its own bounded queue and worker, so the order of one rule's
+//! messages is kept and a full queue slows intake instead of growing memory.
+//! Rules with a module run on a thread of their own (Wasm calls are
+//! synchronous); the others on a tokio task.
 //!
 //! The rule set is replaced while messages flow ([`Pipeline::replace`]): the
 //! router switches between two messages, and a rule's new version starts only
