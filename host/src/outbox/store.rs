@@ -518,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.redb");
         let sinks = ["a".to_owned(), "b".to_owned()];
-        let sink_of = |id: u64| SinkId(usize::from(id % 3 == 0));
+        let sink_of = |id: u64| SinkId(usize::from(id.is_multiple_of(3)));
         let mut store = Store::open(&path, &sinks).unwrap();
         let mut batch = Batch::default();
         for id in 1..=2000 {
@@ -530,7 +530,7 @@ mod tests {
         // Runs, strays far from them, out of order, and ids never stored.
         let settled: Vec<u64> = (10..700)
             .chain([1999, 2, 1500, 1501, 4, 900, 5000])
-            .filter(|id| id % 7 != 0)
+            .filter(|id: &u64| !id.is_multiple_of(7))
             .collect();
         let mut settle = Batch::default();
         for &id in &settled {
