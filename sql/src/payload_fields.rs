@@ -3,7 +3,7 @@
 //!
 //! Most rules read a few top-level fields (`WHERE humidity < 35`, `${timeStampEpoch}`) and hand
 //! the payload itself on as received (`SELECT *`). Building every member of the document only to
-//! drop it costs more than the rule's own work, so the host parses each message for the members
+//! drop it was most of what the SQL stage cost, so the host parses each message for the members
 //! its rules read. The parse accepts and refuses exactly what a whole parse does: a payload is
 //! JSON or binary for every rule the same way.
 
