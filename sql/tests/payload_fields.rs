@@ -25,9 +25,17 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-/// The whole payload, and the payload parsed for `fields`.
-fn both(raw: &[u8], fields: &PayloadFields) -> (Payload, Payload) {
-    (Payload::parse(raw), Payload::parse_fields(raw, fields))
+/// What `outcome` gives against the whole payload, and against the payload parsed for `fields`.
+fn whole_and_read<T>(
+    raw: &[u8],
+    fields: &PayloadFields,
+    outcome: impl Fn(&MessageContext<'_>) -> T,
+) -> (T, T) {
+    let (whole, read) = (Payload::parse(raw), Payload::parse_fields(raw, fields));
+    (
+        outcome(&MessageContext::new("a/b", &whole, raw)),
+        outcome(&MessageContext::new("a/b", &read, raw)),
+    )
 }
 
 proptest! {
@@ -37,9 +45,8 @@ proptest! {
         raw in payload(),
     ) {
         let statement = Statement::parse(statement).unwrap();
-        let (whole, read) = both(&raw, &statement.payload_fields());
-        let expected = statement.evaluate(&MessageContext::new("a/b", &whole, &raw));
-        let selected = statement.evaluate(&MessageContext::new("a/b", &read, &raw));
+        let (expected, selected) =
+            whole_and_read(&raw, &statement.payload_fields(), |message| statement.evaluate(message));
         prop_assert_eq!(selected, expected);
     }
 
@@ -49,9 +56,8 @@ proptest! {
         raw in payload(),
     ) {
         let template = Template::compile(template).unwrap();
-        let (whole, read) = both(&raw, &template.payload_fields());
-        let expected = template.render(&MessageContext::new("a/b", &whole, &raw));
-        let rendered = template.render(&MessageContext::new("a/b", &read, &raw));
+        let (expected, rendered) =
+            whole_and_read(&raw, &template.payload_fields(), |message| template.render(message));
         prop_assert_eq!(rendered, expected);
     }
 }
