@@ -353,20 +353,6 @@ impl<'txn> Writing<'txn> {
         Ok(())
     }
 
-    fn remove(&mut self, sink: SinkId, id: u64) -> anyhow::Result<()> {
-        // Gone already when `drop_oldest` took it.
-        let Some(size) = self
-            .table(sink)?
-            .remove(id)?
-            .map(|removed| record_size(removed.value()))
-        else {
-            return Ok(());
-        };
-        self.usage.records[sink.0] -= 1;
-        self.usage.bytes -= size;
-        Ok(())
-    }
-
     /// Removes the oldest delivery of all sinks; false when there is none.
     fn drop_oldest(&mut self) -> anyhow::Result<bool> {
         let mut oldest: Option<(u64, SinkId)> = None;
@@ -382,7 +368,7 @@ impl<'txn> Writing<'txn> {
         let Some((id, sink)) = oldest else {
             return Ok(false);
         };
-        self.remove(sink, id)?;
+        self.remove_all(&[(sink, id)])?;
         Ok(true)
     }
 }
