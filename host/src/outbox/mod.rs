@@ -18,6 +18,15 @@
 //! a crash in between, the broker sends it again and the output goes out
 //! twice, never zero times.
 //!
+//! A following reader sets the pace: when its short hand-over queue is full,
+//! the writer waits for room (up to [`HANDOVER_PATIENCE`]) before it takes
+//! the next append, so the intake slows to what the sink delivers and the
+//! deliveries are settled before their batch is written. Writing, reading
+//! back and removing each delivery would cost more than the rule's work. A
+//! reader that does not make room in time (a sink slower than the intake, or
+//! failing) is given up on until it follows again: its deliveries wait in the
+//! outbox, and the other sinks' deliveries flow on.
+//!
 //! An outbox that holds nothing when the gateway stops is removed.
 //!
 //! The outbox is bounded (`max_bytes`); when it is full it either stops
@@ -39,9 +48,15 @@ use tokio::task::JoinHandle;
 
 /// Requests one commit takes at most, so that receipts are released steadily.
 const MAX_BATCH: usize = 4096;
-/// Deliveries handed to a sink's reader and not taken yet, at most; beyond
-/// that the reader finds them in the outbox.
-const HANDOVER_QUEUE: usize = 1024;
+/// Deliveries handed to a sink's reader and not taken yet, at most. Short, so
+/// that a reader setting the pace is close behind the writer and settles
+/// most deliveries before the batch that took them is committed.
+const HANDOVER_QUEUE: usize = 64;
+/// How long the writer waits for room in a following reader's hand-over
+/// queue before it goes on without that reader, which then finds its
+/// deliveries in the outbox: long enough for a reader that was not scheduled
+/// for a while, short enough that a stuck sink stalls the others only once.
+const HANDOVER_PATIENCE: Duration = Duration::from_millis(20);
 /// Appends waiting for the writer; when full, submitters wait.
 const APPEND_QUEUE: usize = 8192;
 /// The wait before a failed commit (a full or failing disk) is tried again.
@@ -199,6 +214,7 @@ impl Outbox {
         let (settles, settle_queue) = mpsc::unbounded_channel();
         let writer = Writer {
             ids: store.ids().clone(),
+            behind: vec![false; sinks.len()],
             store: Arc::new(Mutex::new(store)),
             shared: shared.clone(),
             when_full: settings.when_full,
@@ -344,6 +360,28 @@ impl OnDisk {
     }
 }
 
+/// A new delivery waiting for room in its sink reader's hand-over queue; the
+/// writer takes no other append meanwhile.
+struct Held {
+    sink: SinkId,
+    follower: mpsc::Sender<Handed>,
+    handed: Handed,
+    /// When the writer goes on without the reader.
+    until: tokio::time::Instant,
+}
+
+impl Held {
+    /// Room for the delivery, or `None` once the reader has not made any in
+    /// time or has gone.
+    async fn room(&self) -> Option<mpsc::OwnedPermit<Handed>> {
+        let reserved = self.follower.clone().reserve_owned();
+        tokio::time::timeout_at(self.until, reserved)
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 /// A batch being committed, and what waits for it.
 struct Committing {
     task: JoinHandle<store::Committed>,
@@ -363,6 +401,9 @@ struct Writer {
     path: PathBuf,
     /// The ids given out so far, committed or not.
     ids: Ids,
+    /// By [`SinkId`]: whether the writer gave up waiting for the sink's
+    /// reader, which has not made room in its hand-over queue since.
+    behind: Vec<bool>,
 }
 
 impl Writer {
@@ -374,6 +415,7 @@ impl Writer {
         let mut paused = false;
         let mut taking = Taken::default();
         let mut committing: Option<Committing> = None;
+        let mut held: Option<Held> = None;
         loop {
             let full = self.when_full == WhenFull::StopIntake
                 && self.shared.bytes.load(Ordering::Relaxed) >= self.shared.max_bytes;
@@ -393,8 +435,17 @@ impl Writer {
                     committing.take().expect("a commit").on_disk.release();
                 }
                 Some(settle) = settles.recv(), if room => self.take_settle(&mut taking, settle),
-                Some(request) = appends.recv(), if take_appends && room => {
-                    self.take(&mut taking, request);
+                Some(request) = appends.recv(), if take_appends && held.is_none() && room => {
+                    held = self.take(&mut taking, request);
+                }
+                room = async { held.as_ref().expect("a held delivery").room().await }, if held.is_some() => {
+                    let Held { sink, handed, .. } = held.take().expect("a held delivery");
+                    match room {
+                        Some(room) => {
+                            room.send(handed);
+                        }
+                        None => self.behind[sink.0] = true,
+                    }
                 }
                 // Both queues closed and empty, nothing being committed: every handle is gone.
                 else => return self.close(),
@@ -402,10 +453,11 @@ impl Writer {
             while taking.batch.len() < MAX_BATCH {
                 if let Ok(settle) = settles.try_recv() {
                     self.take_settle(&mut taking, settle);
-                } else if let Some(request) =
-                    take_appends.then(|| appends.try_recv().ok()).flatten()
+                } else if let Some(request) = (take_appends && held.is_none())
+                    .then(|| appends.try_recv().ok())
+                    .flatten()
                 {
-                    self.take(&mut taking, request);
+                    held = self.take(&mut taking, request);
                 } else {
                     break;
                 }
@@ -424,17 +476,22 @@ impl Writer {
         }
     }
 
-    fn take(&mut self, taking: &mut Taken, request: Request) {
+    /// Takes an append or a sync; an append whose sink's reader has no room
+    /// for it comes back held.
+    fn take(&mut self, taking: &mut Taken, request: Request) -> Option<Held> {
         match request {
             Request::Append {
                 sink,
                 delivery,
                 receipt,
             } => {
-                self.add(taking, sink, delivery);
                 taking.on_disk.receipts.extend(receipt);
+                self.add(taking, sink, delivery, true)
             }
-            Request::Sync(synced) => taking.on_disk.syncs.push(synced),
+            Request::Sync(synced) => {
+                taking.on_disk.syncs.push(synced);
+                None
+            }
         }
     }
 
@@ -443,25 +500,48 @@ impl Writer {
     fn take_settle(&mut self, taking: &mut Taken, settle: Settle) {
         taking.batch.settle(settle.sink, settle.id);
         if let Some((sink, delivery)) = settle.replacement {
-            self.add(taking, sink, delivery);
+            // A settle never waits: the sinks' workers must not stall on each other.
+            self.add(taking, sink, delivery, false);
         }
     }
 
     /// Gives `delivery` the next id and hands it to `sink`'s reader, where
-    /// that follows and has room.
-    fn add(&mut self, taking: &mut Taken, sink: SinkId, delivery: Delivery) {
+    /// that follows and has room. Where it has none but kept up so far, and
+    /// the writer may `wait`, the delivery comes back held for room.
+    fn add(
+        &mut self,
+        taking: &mut Taken,
+        sink: SinkId,
+        delivery: Delivery,
+        wait: bool,
+    ) -> Option<Held> {
         let (id, after) = self.ids.give(sink);
-        if let Some(room) = lock(&self.shared.sinks[sink.0].follower)
-            .as_ref()
-            .and_then(|follower| follower.try_reserve().ok())
-        {
-            room.send(Handed {
-                id,
-                after,
-                delivery: delivery.clone(),
-            });
-        }
+        let handed = || Handed {
+            id,
+            after,
+            delivery: delivery.clone(),
+        };
+        let held = match lock(&self.shared.sinks[sink.0].follower).as_ref() {
+            None => None,
+            Some(follower) => match follower.try_reserve() {
+                Ok(room) => {
+                    self.behind[sink.0] = false;
+                    room.send(handed());
+                    None
+                }
+                Err(mpsc::error::TrySendError::Full(())) if wait && !self.behind[sink.0] => {
+                    Some(Held {
+                        sink,
+                        follower: follower.clone(),
+                        handed: handed(),
+                        until: tokio::time::Instant::now() + HANDOVER_PATIENCE,
+                    })
+                }
+                Err(_) => None,
+            },
+        };
         taking.batch.append(id, sink, delivery);
+        held
     }
 
     /// Commits `batch` on a blocking thread, trying again until it succeeds:
@@ -613,6 +693,70 @@ mod tests {
             .map(|(id, delivery)| (id, delivery.unwrap().target))
             .collect();
         assert_eq!(stored, [(2, object("1")), (4, object("3"))]);
+    }
+
+    /// Receives what `handed` holds now, as (after, id) pairs.
+    fn handed_now(handed: &mut mpsc::Receiver<Handed>) -> Vec<(u64, u64)> {
+        std::iter::from_fn(|| handed.try_recv().ok())
+            .map(|handed| (handed.after, handed.id))
+            .collect()
+    }
+
+    // Paused time: it moves on only when every task waits, so the writer's
+    // patience runs out only where the test takes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_with_a_full_queue_sets_the_pace_instead_of_missing_a_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _writer) = Outbox::open(&unbounded_in(dir.path()), &["a".to_owned()]).unwrap();
+        let a = outbox.sink(0);
+        let mut handed = outbox.follow(a);
+        let count = HANDOVER_QUEUE as u64 + 2;
+        for key in 0..count {
+            outbox
+                .append(a, delivery(&key.to_string()), None)
+                .await
+                .unwrap();
+        }
+        for id in 1..=count {
+            let next = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
+            let next = next.expect("handed over in time").expect("a delivery");
+            assert_eq!((next.after, next.id), (id - 1, id));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_makes_no_room_in_time_is_waited_for_once_until_it_follows_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _writer) = Outbox::open(&unbounded_in(dir.path()), &["a".to_owned()]).unwrap();
+        let a = outbox.sink(0);
+        let mut handed = outbox.follow(a);
+        let count = HANDOVER_QUEUE as u64 + 3;
+        let started = tokio::time::Instant::now();
+        for key in 0..count {
+            outbox
+                .append(a, delivery(&key.to_string()), None)
+                .await
+                .unwrap();
+        }
+        outbox.sync().await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            (HANDOVER_PATIENCE..2 * HANDOVER_PATIENCE).contains(&waited),
+            "waited {waited:?}"
+        );
+        let expected: Vec<_> = (1..=HANDOVER_QUEUE as u64).map(|id| (id - 1, id)).collect();
+        assert_eq!(handed_now(&mut handed), expected);
+        let stored = outbox.read(a, 0, 1000).await.unwrap();
+        assert_eq!(
+            stored.len() as u64,
+            count,
+            "every delivery is in the outbox"
+        );
+
+        // With room again, the next delivery is handed over at once.
+        outbox.append(a, delivery("next"), None).await.unwrap();
+        outbox.sync().await.unwrap();
+        assert_eq!(handed_now(&mut handed), [(count, count + 1)]);
     }
 
     /// Appends deliveries 1 and 2 of sink 0 while the test holds the
