@@ -57,6 +57,11 @@ const HANDOVER_QUEUE: usize = 64;
 /// deliveries in the outbox: long enough for a reader that was not scheduled
 /// for a while, short enough that a stuck sink stalls the others only once.
 const HANDOVER_PATIENCE: Duration = Duration::from_millis(20);
+/// A batch is committed no sooner than this after it took its first request,
+/// unless it is full or a sync waits for it: a delivery that its sink settles
+/// meanwhile is never written. Delays only the receipts of deliveries not yet
+/// delivered, and by less than a commit takes.
+const SETTLE_WINDOW: Duration = Duration::from_millis(2);
 /// Appends waiting for the writer; when full, submitters wait.
 const APPEND_QUEUE: usize = 8192;
 /// The wait before a failed commit (a full or failing disk) is tried again.
@@ -341,6 +346,22 @@ impl Outbox {
 struct Taken {
     batch: Batch,
     on_disk: OnDisk,
+    /// When the first request was taken.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Taken {
+    /// When the batch is to be committed, if it writes anything.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        if self.batch.writes_nothing() {
+            return None;
+        }
+        let since = self.since.expect("a batch that writes has taken a request");
+        if self.batch.len() >= MAX_BATCH || !self.on_disk.syncs.is_empty() {
+            return Some(since);
+        }
+        Some(since + SETTLE_WINDOW)
+    }
 }
 
 /// What waits for a batch to be on disk.
@@ -426,6 +447,7 @@ impl Writer {
                 self.log_pause(paused);
             }
             let room = taking.batch.len() < MAX_BATCH;
+            let due = committing.is_none().then(|| taking.due()).flatten();
             tokio::select! {
                 biased;
                 committed = async { (&mut committing.as_mut().expect("a commit").task).await },
@@ -447,6 +469,7 @@ impl Writer {
                         None => self.behind[sink.0] = true,
                     }
                 }
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
                 // Both queues closed and empty, nothing being committed: every handle is gone.
                 else => return self.close(),
             }
@@ -462,16 +485,24 @@ impl Writer {
                     break;
                 }
             }
-            if committing.is_none() {
-                let Taken { batch, on_disk } = std::mem::take(&mut taking);
-                if batch.writes_nothing() {
+            if taking.batch.len() > 0 || !taking.on_disk.syncs.is_empty() {
+                taking.since.get_or_insert_with(tokio::time::Instant::now);
+            }
+            if committing.is_some() {
+                continue;
+            }
+            match taking.due() {
+                None => {
                     // Everything before is on disk already, and what the
                     // batch took is delivered.
-                    on_disk.release();
-                } else {
+                    std::mem::take(&mut taking).on_disk.release();
+                }
+                Some(due) if due <= tokio::time::Instant::now() => {
+                    let Taken { batch, on_disk, .. } = std::mem::take(&mut taking);
                     let task = tokio::spawn(self.commit(batch));
                     committing = Some(Committing { task, on_disk });
                 }
+                Some(_) => {}
             }
         }
     }
@@ -759,10 +790,41 @@ mod tests {
         assert_eq!(handed_now(&mut handed), [(count, count + 1)]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_delivery_settled_within_the_settle_window_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _writer) = Outbox::open(&unbounded_in(dir.path()), &["a".to_owned()]).unwrap();
+        let a = outbox.sink(0);
+        let mut handed = outbox.follow(a);
+        let mut stored = outbox.records();
+        for key in ["settled", "kept"] {
+            outbox.append(a, delivery(key), None).await.unwrap();
+        }
+        // Taken by the writer, which would commit both at once without the window.
+        let settled = handed.recv().await.expect("a delivery");
+        tokio::task::yield_now().await;
+        outbox.settle(a, settled.id, None).unwrap();
+
+        let one_stored = tokio::time::timeout(Duration::from_secs(5), stored.wait_for(|&n| n == 1));
+        one_stored
+            .await
+            .expect("committed after the window")
+            .unwrap();
+        let ids: Vec<_> = outbox
+            .read(a, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, [2]);
+        assert_eq!(outbox.stats().commits, 1);
+    }
+
     /// Appends deliveries 1 and 2 of sink 0 while the test holds the
-    /// database's write lock, so that the writer's first commit waits and the
-    /// second delivery goes into the next batch; requires each handed over
-    /// meanwhile. Runs `while_held`, releases the lock, and returns the ids
+    /// database's write lock, with a sync after the first, so that the
+    /// writer's first commit starts at once and waits, and the second
+    /// delivery goes into the next batch; requires each handed over meanwhile. Runs `while_held`, releases the lock, and returns the ids
     /// then stored and the number of commits.
     async fn behind_a_waiting_commit(while_held: impl AsyncFnOnce(&Outbox)) -> (Vec<u64>, u64) {
         let dir = tempfile::tempdir().unwrap();
@@ -776,12 +838,15 @@ mod tests {
         };
         let held = outbox.shared.db.begin_write().unwrap();
         outbox.append(a, delivery("1"), None).await.unwrap();
+        let (synced, first_commit) = oneshot::channel();
+        outbox.appends.send(Request::Sync(synced)).await.unwrap();
         assert_eq!(hand_over().await, 1);
         outbox.append(a, delivery("2"), None).await.unwrap();
         assert_eq!(hand_over().await, 2);
         while_held(&outbox).await;
 
         drop(held);
+        first_commit.await.unwrap();
         outbox.sync().await.unwrap();
         let stored = outbox
             .read(a, 0, 10)
