@@ -13,10 +13,11 @@
 //! delivery straight from the writer ([`Outbox::follow`]) as the writer takes
 //! it, before the fsync, so delivering does not wait for the disk; the writer
 //! takes the next batch while one is being committed. A delivery settled
-//! before its batch is committed is never written. The message is still
-//! acknowledged only once each of its outputs is on disk or delivered: after
-//! a crash in between, the broker sends it again and the output goes out
-//! twice, never zero times.
+//! before its batch is committed is never written, and a batch waits
+//! [`SETTLE_WINDOW`] for such settles before it is committed. The message
+//! is still acknowledged only once each of its outputs is on disk or
+//! delivered: after a crash in between, the broker sends it again and the
+//! output goes out twice, never zero times.
 //!
 //! A following reader sets the pace: when its short hand-over queue is full,
 //! the writer waits for room (up to [`HANDOVER_PATIENCE`]) before it takes
@@ -726,6 +727,28 @@ mod tests {
         assert_eq!(stored, [(2, object("1")), (4, object("3"))]);
     }
 
+    /// An outbox in `dir` with one sink, "a", whose reader follows.
+    fn followed_in(dir: &std::path::Path) -> (Outbox, SinkId, mpsc::Receiver<Handed>) {
+        let (outbox, _writer) = Outbox::open(&unbounded_in(dir), &["a".to_owned()]).unwrap();
+        let a = outbox.sink(0);
+        let handed = outbox.follow(a);
+        (outbox, a, handed)
+    }
+
+    /// Appends `count` deliveries for `sink`.
+    async fn append_some(outbox: &Outbox, sink: SinkId, count: u64) {
+        for key in 0..count {
+            let delivery = delivery(&key.to_string());
+            outbox.append(sink, delivery, None).await.unwrap();
+        }
+    }
+
+    /// The ids of the first deliveries `sink` has stored.
+    async fn stored_ids(outbox: &Outbox, sink: SinkId) -> Vec<u64> {
+        let stored = outbox.read(sink, 0, 10).await.unwrap();
+        stored.into_iter().map(|(id, _)| id).collect()
+    }
+
     /// Receives what `handed` holds now, as (after, id) pairs.
     fn handed_now(handed: &mut mpsc::Receiver<Handed>) -> Vec<(u64, u64)> {
         std::iter::from_fn(|| handed.try_recv().ok())
@@ -738,16 +761,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reader_with_a_full_queue_sets_the_pace_instead_of_missing_a_delivery() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, _writer) = Outbox::open(&unbounded_in(dir.path()), &["a".to_owned()]).unwrap();
-        let a = outbox.sink(0);
-        let mut handed = outbox.follow(a);
+        let (outbox, a, mut handed) = followed_in(dir.path());
         let count = HANDOVER_QUEUE as u64 + 2;
-        for key in 0..count {
-            outbox
-                .append(a, delivery(&key.to_string()), None)
-                .await
-                .unwrap();
-        }
+        append_some(&outbox, a, count).await;
         for id in 1..=count {
             let next = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
             let next = next.expect("handed over in time").expect("a delivery");
@@ -758,17 +774,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reader_that_makes_no_room_in_time_is_waited_for_once_until_it_follows_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, _writer) = Outbox::open(&unbounded_in(dir.path()), &["a".to_owned()]).unwrap();
-        let a = outbox.sink(0);
-        let mut handed = outbox.follow(a);
+        let (outbox, a, mut handed) = followed_in(dir.path());
         let count = HANDOVER_QUEUE as u64 + 3;
         let started = tokio::time::Instant::now();
-        for key in 0..count {
-            outbox
-                .append(a, delivery(&key.to_string()), None)
-                .await
-                .unwrap();
-        }
+        append_some(&outbox, a, count).await;
         outbox.sync().await.unwrap();
         let waited = started.elapsed();
         assert!(
@@ -793,14 +802,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_delivery_settled_within_the_settle_window_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, _writer) = Outbox::open(&unbounded_in(dir.path()), &["a".to_owned()]).unwrap();
-        let a = outbox.sink(0);
-        let mut handed = outbox.follow(a);
+        let (outbox, a, mut handed) = followed_in(dir.path());
         let mut stored = outbox.records();
-        for key in ["settled", "kept"] {
-            outbox.append(a, delivery(key), None).await.unwrap();
-        }
-        // Taken by the writer, which would commit both at once without the window.
+        append_some(&outbox, a, 2).await;
+        // The writer has taken both; without the window it would commit them now.
         let settled = handed.recv().await.expect("a delivery");
         tokio::task::yield_now().await;
         outbox.settle(a, settled.id, None).unwrap();
@@ -810,28 +815,19 @@ mod tests {
             .await
             .expect("committed after the window")
             .unwrap();
-        let ids: Vec<_> = outbox
-            .read(a, 0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(ids, [2]);
+        assert_eq!(stored_ids(&outbox, a).await, [2]);
         assert_eq!(outbox.stats().commits, 1);
     }
 
     /// Appends deliveries 1 and 2 of sink 0 while the test holds the
     /// database's write lock, with a sync after the first, so that the
     /// writer's first commit starts at once and waits, and the second
-    /// delivery goes into the next batch; requires each handed over meanwhile. Runs `while_held`, releases the lock, and returns the ids
+    /// delivery goes into the next batch; requires each handed over
+    /// meanwhile. Runs `while_held`, releases the lock, and returns the ids
     /// then stored and the number of commits.
     async fn behind_a_waiting_commit(while_held: impl AsyncFnOnce(&Outbox)) -> (Vec<u64>, u64) {
         let dir = tempfile::tempdir().unwrap();
-        let settings = unbounded_in(dir.path());
-        let (outbox, _writer) = Outbox::open(&settings, &["a".to_owned()]).unwrap();
-        let a = outbox.sink(0);
-        let mut handed = outbox.follow(a);
+        let (outbox, a, mut handed) = followed_in(dir.path());
         let mut hand_over = async || {
             let handed = tokio::time::timeout(Duration::from_secs(5), handed.recv()).await;
             handed.expect("handed over in time").expect("a delivery").id
@@ -848,14 +844,7 @@ mod tests {
         drop(held);
         first_commit.await.unwrap();
         outbox.sync().await.unwrap();
-        let stored = outbox
-            .read(a, 0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        (stored, outbox.stats().commits)
+        (stored_ids(&outbox, a).await, outbox.stats().commits)
     }
 
     #[tokio::test]
