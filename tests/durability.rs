@@ -33,6 +33,8 @@ const OUTAGE: Duration = Duration::from_secs(5);
 
 /// A gateway's directory: its configuration (archive every reading to S3
 /// under `readings/<seq>`) and its state directory, which holds the outbox.
+/// `rulegate run` runs it on its main thread (`worker_threads = 1`); a
+/// gateway started in the test's process runs on the test's runtime.
 struct Site {
     dir: TempDir,
 }
@@ -46,6 +48,7 @@ impl Site {
 state_dir = "state"
 stats_interval_secs = 0
 watch = false
+worker_threads = 1
 
 [broker]
 url = "{broker}"
@@ -324,6 +327,11 @@ async fn kill_9_mid_stream_then_restart_delivers_every_acknowledged_reading() {
 
     let mut relayed = Recorder::subscribe(mosquitto.port(), "relayed/#").await;
     let mut gateway = site.spawn_ready();
+    assert!(
+        site.log().contains("worker_threads=1"),
+        "the gateway runs on its main thread:\n{}",
+        site.log()
+    );
     let device = Device::start(mosquitto.port());
     let at_fault = device.fault_point().await;
     gateway.kill().expect("kill -9 the gateway");

@@ -14,6 +14,7 @@ use crate::pipeline::DEVICE_TOPICS_SINK;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 /// A whole gateway configuration file.
@@ -71,6 +72,12 @@ pub struct GatewaySettings {
     /// with a module, plus 4, so every rule can be replaced while its previous
     /// version finishes its queue. Each reserves address space (see README).
     pub instance_slots: Option<u32>,
+    /// Threads that run the gateway's tasks (MQTT, routing, SQL, the outbox
+    /// and the sinks; a Wasm rule has a thread of its own besides); default
+    /// one per core. `1` runs them all on the main thread, which costs the
+    /// least CPU per message: no task is woken on another thread. Read by
+    /// `rulegate run` when it starts.
+    pub worker_threads: Option<NonZeroUsize>,
 }
 
 impl Default for GatewaySettings {
@@ -85,6 +92,7 @@ impl Default for GatewaySettings {
             watch: true,
             shutdown_grace_secs: 10,
             instance_slots: None,
+            worker_threads: None,
         }
     }
 }
@@ -756,6 +764,22 @@ mod tests {
         let text = error_text(&VALID.replace("key = ", "subject = \"x\"\n        key = "));
         assert!(
             text.contains("actions[0].subject") && text.contains("file sink"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn worker_threads_are_counted_from_one() {
+        let with = |threads: &str| format!("[gateway]\nworker_threads = {threads}\n{VALID}");
+        let config = parse(&with("1")).unwrap();
+        assert_eq!(
+            config.gateway.worker_threads.map(NonZeroUsize::get),
+            Some(1)
+        );
+        assert_eq!(parse(VALID).unwrap().gateway.worker_threads, None);
+        let text = error_text(&with("0"));
+        assert!(
+            text.contains("worker_threads") && text.contains("nonzero"),
             "{text}"
         );
     }

@@ -146,6 +146,7 @@ impl Gateway {
         });
         tracing::info!(
             elapsed_ms = starting.elapsed().as_millis() as u64,
+            worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
             "gateway ready"
         );
         Ok(Gateway {

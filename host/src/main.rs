@@ -15,6 +15,8 @@ use rulegate::mqtt::{BrokerEndpoint, MqttVersion};
 use rulegate::ruleset::Trigger;
 use rulegate::simulate::{self, SimulatorOptions};
 use rulegate_sql::{MessageContext, Payload, Statement};
+use std::io::IsTerminal as _;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -315,6 +317,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(cli.log.as_deref().unwrap_or(default_log)))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: not as escape codes in a journal or a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli.command) {
         Ok(status) => status,
@@ -343,25 +347,57 @@ fn sql_eval(sql: &str, topic: &str, payload: &str, client_id: Option<&str>) -> E
     ExitCode::SUCCESS
 }
 
-#[tokio::main]
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Runs `command` on a tokio runtime; `run` on the one its configuration
+/// asks for (`gateway.worker_threads`).
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => {
             let config = GatewayConfig::load(&config)?;
-            let gateway = Gateway::start(config, None).await?;
-            let rules = gateway.rules().clone();
-            let mut hangups = signal(SignalKind::hangup())?;
-            let reloads = tokio::spawn(async move {
-                while hangups.recv().await.is_some() {
-                    // The outcome is logged and recorded by the rule set.
-                    let _ = rules.reload(Trigger::Signal).await;
-                }
-            });
-            shutdown_signal().await?;
-            reloads.abort();
-            tracing::info!("shutting down: draining in-flight messages");
-            gateway.shutdown().await?;
+            runtime(config.gateway.worker_threads)?.block_on(run_gateway(config))?;
+            Ok(ExitCode::SUCCESS)
         }
+        command => runtime(None)?.block_on(run_tool(command)),
+    }
+}
+
+/// A runtime with `threads` workers, by default one per core; with one, the
+/// tasks run on the calling thread.
+fn runtime(threads: Option<NonZeroUsize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.get());
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|error| anyhow::anyhow!("starting the tokio runtime: {error}"))
+}
+
+/// `rulegate run`: the gateway, until SIGTERM or Ctrl-C; SIGHUP reloads its rules.
+async fn run_gateway(config: GatewayConfig) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config, None).await?;
+    let rules = gateway.rules().clone();
+    let mut hangups = signal(SignalKind::hangup())?;
+    let reloads = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // The outcome is logged and recorded by the rule set.
+            let _ = rules.reload(Trigger::Signal).await;
+        }
+    });
+    shutdown_signal().await?;
+    reloads.abort();
+    tracing::info!("shutting down: draining in-flight messages");
+    gateway.shutdown().await?;
+    Ok(())
+}
+
+/// Every command but `run`.
+async fn run_tool(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { .. } => unreachable!("`run` starts its own runtime"),
         Command::Demo {
             config,
             duration_secs,
