@@ -16,6 +16,7 @@ use crate::pipeline::{DEVICE_TOPICS_SINK, Pipeline, PipelineSettings, PipelineSt
 use crate::ruleset::RuleSet;
 use crate::ruleset::watcher::FileWatcher;
 use anyhow::Context;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -27,6 +28,21 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const EGRESS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for readers of the counters to let go of the sinks.
 const SINKS_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The runtime for a gateway's tasks (`gateway.worker_threads`): `threads`
+/// workers, by default one per core; with one, the tasks run on the thread
+/// that drives the runtime (`Runtime::block_on`), and no task is woken on
+/// another thread.
+pub fn runtime(threads: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.get());
+    }
+    builder.enable_all().build()
+}
 
 /// A gateway that is running; [`Gateway::shutdown`] stops it cleanly.
 pub struct Gateway {

@@ -1,5 +1,6 @@
 //! The `rulegate` command: parses arguments and calls the library.
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use rulegate::config::GatewayConfig;
 use rulegate::demo::{self, DemoOptions};
@@ -8,7 +9,7 @@ use rulegate::device_sim::{Device, DeviceOptions};
 #[cfg(feature = "compiler")]
 use rulegate::engine::CompileTarget;
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
-use rulegate::gateway::Gateway;
+use rulegate::gateway::{self, Gateway};
 use rulegate::loadgen::{self, BrokerKind, LoadOptions};
 use rulegate::message::Message;
 use rulegate::mqtt::{BrokerEndpoint, MqttVersion};
@@ -16,7 +17,6 @@ use rulegate::ruleset::Trigger;
 use rulegate::simulate::{self, SimulatorOptions};
 use rulegate_sql::{MessageContext, Payload, Statement};
 use std::io::IsTerminal as _;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -350,30 +350,20 @@ fn sql_eval(sql: &str, topic: &str, payload: &str, client_id: Option<&str>) -> E
 /// Runs `command` on a tokio runtime; `run` on the one its configuration
 /// asks for (`gateway.worker_threads`).
 fn run(command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Run { config } => {
-            let config = GatewayConfig::load(&config)?;
-            runtime(config.gateway.worker_threads)?.block_on(run_gateway(config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        command => runtime(None)?.block_on(run_tool(command)),
-    }
-}
-
-/// A runtime with `threads` workers, by default one per core; with one, the
-/// tasks run on the calling thread.
-fn runtime(threads: Option<NonZeroUsize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = match threads.map(NonZeroUsize::get) {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+    let gateway_config = match &command {
+        Command::Run { config } => Some(GatewayConfig::load(config)?),
+        _ => None,
     };
-    if let Some(threads) = threads {
-        builder.worker_threads(threads.get());
+    let threads = gateway_config
+        .as_ref()
+        .and_then(|config| config.gateway.worker_threads);
+    let runtime = gateway::runtime(threads).context("starting the tokio runtime")?;
+    match gateway_config {
+        Some(config) => runtime
+            .block_on(run_gateway(config))
+            .map(|()| ExitCode::SUCCESS),
+        None => runtime.block_on(run_tool(command)),
     }
-    builder
-        .enable_all()
-        .build()
-        .map_err(|error| anyhow::anyhow!("starting the tokio runtime: {error}"))
 }
 
 /// `rulegate run`: the gateway, until SIGTERM or Ctrl-C; SIGHUP reloads its rules.
@@ -557,7 +547,6 @@ fn rule_compile(
     target: CompileTarget,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
     let out = out.unwrap_or_else(|| module.with_extension("cwasm"));
     let bytes = std::fs::read(module)
         .with_context(|| format!("reading rule module {}", module.display()))?;
