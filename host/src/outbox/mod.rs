@@ -23,7 +23,7 @@
 //! the writer waits for room (up to [`HANDOVER_PATIENCE`]) before it takes
 //! the next append, so the intake slows to what the sink delivers and the
 //! deliveries are settled before their batch is written. Writing, reading
-//! back and removing each delivery would cost more than the rule's work. A
+//! back and removing each delivery costs about as much as the rule's work. A
 //! reader that does not make room in time (a sink slower than the intake, or
 //! failing) is given up on until it follows again: its deliveries wait in the
 //! outbox, and the other sinks' deliveries flow on.
@@ -461,11 +461,11 @@ impl Writer {
                 Some(request) = appends.recv(), if take_appends && held.is_none() && room => {
                     held = self.take(&mut taking, request);
                 }
-                room = async { held.as_ref().expect("a held delivery").room().await }, if held.is_some() => {
+                permit = async { held.as_ref().expect("a held delivery").room().await }, if held.is_some() => {
                     let Held { sink, handed, .. } = held.take().expect("a held delivery");
-                    match room {
-                        Some(room) => {
-                            room.send(handed);
+                    match permit {
+                        Some(permit) => {
+                            permit.send(handed);
                         }
                         None => self.behind[sink.0] = true,
                     }
