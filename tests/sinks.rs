@@ -1150,6 +1150,11 @@ async fn drop_oldest_keeps_the_newest_deliveries_and_counts_the_dropped() {
     sinks.shutdown(PATIENCE).await;
 }
 
+/// Far more than a stalled sink's hand-over queue and `queue_capacity` hold:
+/// were the outbox writer to wait for that sink at each of them (20 ms), the
+/// file sink behind them would wait longer than the test's patience.
+const STALLED: u32 = 2_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_does_not_hold_up_the_others() {
     let broker = Mosquitto::start();
@@ -1171,10 +1176,12 @@ async fn a_stalled_sink_does_not_hold_up_the_others() {
     let (sinks, _failed, _outbox) =
         start(&configs, SinkEnv::new().with_publisher(publisher.clone())).await;
 
-    sinks
-        .submit("devices", publish("devices/a", 1, "held"), None)
-        .await
-        .expect("submitting");
+    for _ in 0..STALLED {
+        sinks
+            .submit("devices", publish("devices/a", 1, "held"), None)
+            .await
+            .expect("submitting");
+    }
     for n in 0..20 {
         within(
             "the file sink while the mqtt sink is stalled",
@@ -1189,9 +1196,9 @@ async fn a_stalled_sink_does_not_hold_up_the_others() {
     .await;
     assert_eq!(stats_of(&sinks, "devices").delivered, 0);
 
-    publisher.gate.add_permits(1);
+    publisher.gate.add_permits(STALLED as usize);
     eventually("the mqtt sink catches up", || {
-        stats_of(&sinks, "devices").delivered == 1
+        stats_of(&sinks, "devices").delivered == u64::from(STALLED)
     })
     .await;
     sinks.shutdown(PATIENCE).await;
