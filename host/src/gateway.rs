@@ -36,11 +36,13 @@ const SINKS_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn runtime(threads: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match threads.map(NonZeroUsize::get) {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
     };
-    if let Some(threads) = threads {
-        builder.worker_threads(threads.get());
-    }
     builder.enable_all().build()
 }
 
