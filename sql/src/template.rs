@@ -87,7 +87,8 @@ impl Template {
     /// The text with every substitution evaluated against `message`.
     pub fn render(&self, message: &MessageContext<'_>) -> String {
         let scope = Scope::of_message(message);
-        let mut out = String::new();
+        // Room for the literal text and some for the substitutions: one allocation, mostly.
+        let mut out = String::with_capacity(self.text.len() + 32);
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),

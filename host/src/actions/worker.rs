@@ -40,7 +40,7 @@ pub(crate) struct SinkLane {
 struct Job {
     /// Its id in the outbox.
     id: u64,
-    delivery: Delivery,
+    delivery: Arc<Delivery>,
     taken_at: Instant,
     /// Held until the delivery is settled: bounds what the sink holds in memory.
     _room: OwnedSemaphorePermit,
@@ -172,7 +172,7 @@ impl Reader {
                 caught_up = batch.is_empty();
                 for (id, delivery) in batch {
                     after = id;
-                    if !self.queue(id, delivery).await {
+                    if !self.queue(id, delivery.map(Arc::new)).await {
                         return;
                     }
                 }
@@ -212,7 +212,7 @@ impl Reader {
 
     /// Queues delivery `id` for its worker once the sink has room; false when
     /// the sink is stopping.
-    async fn queue(&self, id: u64, delivery: Result<Delivery, String>) -> bool {
+    async fn queue(&self, id: u64, delivery: Result<Arc<Delivery>, String>) -> bool {
         let lane = &self.lane;
         let delivery = match delivery {
             Ok(delivery) => delivery,
@@ -360,7 +360,8 @@ impl Worker {
             let failed = FailedDelivery {
                 sink: sink.to_string(),
                 id: job.id,
-                delivery: job.delivery,
+                // Still shared only while the writer has yet to store it.
+                delivery: Arc::unwrap_or_clone(job.delivery),
                 cause: error.cause,
                 attempts: attempt,
             };

@@ -148,7 +148,8 @@ pub struct Handed {
     /// this one only if that was the last it took; otherwise one between was
     /// not handed over, and the outbox has them all in order.
     pub after: u64,
-    pub delivery: Delivery,
+    /// Shared with the batch that stores it unless it is settled first.
+    pub delivery: Arc<Delivery>,
 }
 
 /// What goes through the writer's queue of appends, in order.
@@ -548,6 +549,7 @@ impl Writer {
         wait: bool,
     ) -> Option<Held> {
         let (id, after) = self.ids.give(sink);
+        let delivery = Arc::new(delivery);
         let handed = || Handed {
             id,
             after,
@@ -710,7 +712,7 @@ mod tests {
         outbox.sync().await.unwrap();
 
         let handed: Vec<_> = std::iter::from_fn(|| handed.try_recv().ok())
-            .map(|handed| (handed.after, handed.id, handed.delivery.target))
+            .map(|handed| (handed.after, handed.id, handed.delivery.target.clone()))
             .collect();
         let object = |key: &str| Target::Object {
             key: key.to_owned(),

@@ -32,7 +32,7 @@ pub(super) struct Batch {
     /// New deliveries in id order, each under the id the writer gave it
     /// ([`Ids::give`]); `None` where the delivery was settled before the
     /// batch was committed, so it is never written.
-    appends: Vec<(u64, SinkId, Option<Delivery>)>,
+    appends: Vec<(u64, SinkId, Option<Arc<Delivery>>)>,
     /// Settled deliveries to remove, by sink and id.
     removals: Vec<(SinkId, u64)>,
     /// Appends still to write.
@@ -41,7 +41,7 @@ pub(super) struct Batch {
 
 impl Batch {
     /// Adds `delivery` for `sink` under `id`, above every id in the batch.
-    pub(super) fn append(&mut self, id: u64, sink: SinkId, delivery: Delivery) {
+    pub(super) fn append(&mut self, id: u64, sink: SinkId, delivery: Arc<Delivery>) {
         debug_assert!(self.appends.last().is_none_or(|&(last, ..)| last < id));
         self.appends.push((id, sink, Some(delivery)));
         self.unsettled += 1;
@@ -420,15 +420,15 @@ mod tests {
     use crate::actions::Target;
     use bytes::Bytes;
 
-    fn delivery(payload: &str) -> Delivery {
-        Delivery {
+    fn delivery(payload: &str) -> Arc<Delivery> {
+        Arc::new(Delivery {
             rule: "archive".into(),
             ordering_key: 7,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             target: Target::Object {
                 key: format!("key/{payload}"),
             },
-        }
+        })
     }
 
     fn payloads(store: &Store, sink: SinkId) -> Vec<String> {

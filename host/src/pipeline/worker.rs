@@ -14,7 +14,7 @@ use rulegate_sql::{MessageContext, Payload, Selected};
 use serde_json::json;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Queued jobs a rule's thread takes at once, at most. It runs their module
@@ -205,16 +205,18 @@ pub(super) fn spawn_module_worker(
             let mut taken = Vec::with_capacity(MODULE_BATCH);
             let mut ran = Vec::with_capacity(MODULE_BATCH);
             while jobs.blocking_recv_many(&mut taken, MODULE_BATCH) > 0 {
+                // One clock reading per message and stage: each step's end
+                // is the next one's start.
+                let mut lap = Lap::start();
                 for job in taken.drain(..) {
-                    let started = Instant::now();
                     fill_message(&mut message, &job.received, &job.selected);
                     let result = instance.on_message(&message);
-                    ran.push((job.received, result, started.elapsed()));
+                    ran.push((job.received, result, lap.next()));
                 }
                 let module = instance.module().path().to_string_lossy();
                 runtime.block_on(async {
+                    let mut lap = Lap::start();
                     for (received, result, running) in ran.drain(..) {
-                        let started = Instant::now();
                         match result {
                             Ok(outputs) => actions.deliver(&received, outputs).await,
                             Err(error) => {
@@ -222,7 +224,7 @@ pub(super) fn spawn_module_worker(
                                 actions.report(&received, "WasmRule", &module, &cause).await;
                             }
                         }
-                        actions.rule.counters.busy(running + started.elapsed());
+                        actions.rule.counters.busy(running + lap.next());
                     }
                 });
             }
@@ -242,6 +244,23 @@ pub(super) fn spawn_module_worker(
         );
     }
     exit
+}
+
+/// Times consecutive steps with one clock reading each.
+struct Lap(Instant);
+
+impl Lap {
+    fn start() -> Lap {
+        Lap(Instant::now())
+    }
+
+    /// The time since the previous step ended, which this one ends.
+    fn next(&mut self) -> Duration {
+        let now = Instant::now();
+        let elapsed = now - self.0;
+        self.0 = now;
+        elapsed
+    }
 }
 
 /// Reuses `message`'s buffers for the next job, as the module sees it.
