@@ -10,7 +10,11 @@
 //! bench machine), it times each message from the intake to its sink's
 //! publish: the latency the gateway itself adds, without the broker's hops.
 //!
-//! Run with `cargo bench -p rulegate --bench pipeline`.
+//! Run with `cargo bench -p rulegate --bench pipeline`. To profile one
+//! scenario, `PIPELINE_ONLY` picks the scenarios and runtimes whose
+//! "<scenario> <runtime>" contains it (`PIPELINE_ONLY="Wasm humidity-alert
+//! current"`) and runs only their flat-out runs, of `PIPELINE_MESSAGES`
+//! messages (default 500,000).
 
 #[path = "../../tests/harness/mod.rs"]
 mod harness;
@@ -37,6 +41,7 @@ use tokio::sync::mpsc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Messages of a flat-out run, unless `PIPELINE_MESSAGES` says otherwise.
 const MESSAGES: u64 = 500_000;
 /// Messages of a paced run.
 const PACED_MESSAGES: u64 = 100_000;
@@ -80,8 +85,8 @@ type NewRuntime = fn() -> Builder;
 /// How the messages are sent.
 #[derive(Clone, Copy)]
 enum Load {
-    /// `MESSAGES` of them, as fast as the pipeline takes them.
-    FlatOut,
+    /// This many, as fast as the pipeline takes them.
+    FlatOut(u64),
     /// `PACED_MESSAGES` at this many a second.
     Paced(f64),
 }
@@ -109,7 +114,7 @@ async fn run(rules: &str, load: Load) -> Measured {
     .expect("creating the engine");
     let counter = Arc::new(CountingPublisher {
         published_at: match load {
-            Load::FlatOut => None,
+            Load::FlatOut(_) => None,
             Load::Paced(_) => Some(Mutex::new(Vec::with_capacity(PACED_MESSAGES as usize))),
         },
         ..CountingPublisher::default()
@@ -138,14 +143,14 @@ async fn run(rules: &str, load: Load) -> Measured {
     let cpu_before = process_cpu_time(None).expect("reading /proc/self/stat");
     let started = Instant::now();
     let (messages, sent_at) = match load {
-        Load::FlatOut => {
-            for _ in 0..MESSAGES {
+        Load::FlatOut(messages) => {
+            for _ in 0..messages {
                 inbound
                     .send(reading())
                     .await
                     .expect("the pipeline takes messages");
             }
-            (MESSAGES, Vec::new())
+            (messages, Vec::new())
         }
         Load::Paced(rate) => {
             let inbound = inbound.clone();
@@ -219,6 +224,13 @@ fn main() {
     {
         return;
     }
+    let only = std::env::var("PIPELINE_ONLY").ok();
+    let messages: u64 = match std::env::var("PIPELINE_MESSAGES") {
+        Ok(count) => count
+            .parse()
+            .unwrap_or_else(|_| panic!("PIPELINE_MESSAGES is a count, not {count:?}")),
+        Err(_) => MESSAGES,
+    };
     let humidity_alert = harness::rule_module("humidity-alert");
     let scenarios = [
         (
@@ -246,23 +258,35 @@ fn main() {
     let mut paced = Vec::new();
     for (name, rules) in &scenarios {
         for (flavour, builder) in runtimes {
+            if only
+                .as_ref()
+                .is_some_and(|only| !format!("{name} {flavour}").contains(only.as_str()))
+            {
+                continue;
+            }
             let runtime = builder().enable_all().build().expect("a tokio runtime");
             let mut slowest = f64::MAX;
             for run_number in 1..=RUNS {
-                let measured = runtime.block_on(run(rules, Load::FlatOut));
-                let per_second = MESSAGES as f64 / measured.wall.as_secs_f64();
+                let measured = runtime.block_on(run(rules, Load::FlatOut(messages)));
+                let per_second = messages as f64 / measured.wall.as_secs_f64();
                 slowest = slowest.min(per_second);
                 println!(
-                    "| {name} | {flavour} | {run_number} | {MESSAGES} | {per_second:.0} | {:.2} | {:.0} |",
+                    "| {name} | {flavour} | {run_number} | {messages} | {per_second:.0} | {:.2} | {:.0} |",
                     measured.cpu.as_secs_f64(),
-                    MESSAGES as f64 / measured.cpu.as_secs_f64(),
+                    messages as f64 / measured.cpu.as_secs_f64(),
                 );
+            }
+            if only.is_some() {
+                continue;
             }
             for rate in [slowest / 2.0, FIXED_RATE] {
                 let mut measured = runtime.block_on(run(rules, Load::Paced(rate)));
                 paced.push((name, flavour, rate, percentiles(&mut measured.latencies)));
             }
         }
+    }
+    if paced.is_empty() {
+        return;
     }
     println!(
         "\n| scenario | runtime | paced at msg/s | intake to publish p50 µs | p99 µs | p99.9 µs |"
