@@ -276,6 +276,7 @@ fn main() {
                     messages as f64 / measured.cpu.as_secs_f64(),
                 );
             }
+            // A filtered run is for profiling the flat-out path alone.
             if only.is_some() {
                 continue;
             }
