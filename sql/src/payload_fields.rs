@@ -143,8 +143,7 @@ impl<'de> Visitor<'de> for Members<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        // Sized once: growing from empty rehashes at the first insert.
-        let mut object = Map::with_capacity(self.0.len());
+        let mut object = Map::new();
         while let Some(wanted) = map.next_key_seed(Wanted(self.0))? {
             match wanted {
                 // A repeated key replaces the value and keeps its place, as in a whole parse.
