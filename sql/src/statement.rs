@@ -75,6 +75,12 @@ impl Statement {
         if !self.from.matches(message.topic) {
             return None;
         }
+        self.evaluate_matched(message)
+    }
+
+    /// [`Statement::evaluate`] for a message whose topic is known to match `FROM`, as a lookup
+    /// in a [`crate::TopicIndex`] of the statements' filters finds them.
+    pub fn evaluate_matched(&self, message: &MessageContext<'_>) -> Option<Selected> {
         let scope = Scope::of_message(message);
         if let Some(filter) = &self.query.filter
             && !is_true(&eval(filter, &scope))

@@ -10,6 +10,7 @@
 use crate::ast::Expr;
 use crate::error::{ErrorKind, SqlError};
 use crate::eval::{Scope, eval};
+use crate::functions::TopicPart;
 use crate::message::MessageContext;
 use crate::parser::Parser;
 use crate::payload_fields::PayloadFields;
@@ -25,7 +26,20 @@ pub struct Template {
 #[derive(Debug)]
 enum Part {
     Text(String),
+    /// `${topic()}` or `${topic(n)}`, written without evaluating the call.
+    Topic(TopicPart),
     Substitution(Expr),
+}
+
+impl Part {
+    fn substitution(expr: Expr) -> Part {
+        if let Expr::Call(call) = &expr
+            && let Some(part) = TopicPart::of(call)
+        {
+            return Part::Topic(part);
+        }
+        Part::Substitution(expr)
+    }
 }
 
 impl Template {
@@ -50,7 +64,7 @@ impl Template {
                 ));
             }
             let (expr, end) = Parser::new(text, inner).template_expression()?;
-            parts.push(Part::Substitution(expr));
+            parts.push(Part::substitution(expr));
             literal_start = end;
             search_from = end;
         }
@@ -92,6 +106,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
+                Part::Topic(part) => out.push_str(part.read(message.topic).unwrap_or_default()),
                 Part::Substitution(expr) => {
                     if let Some(text) = datum_text(eval(expr, &scope)) {
                         out.push_str(&text);

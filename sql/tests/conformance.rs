@@ -917,6 +917,24 @@ fn templates_substitute_against_the_incoming_message() {
 }
 
 #[test]
+fn templates_write_topic_levels_as_the_evaluated_call_returns_them() {
+    // `topic(n + 0)` is not a literal level, so it is evaluated like any expression.
+    for level in 0..=4 {
+        assert_eq!(
+            render(&format!("<${{topic({level})}}>"), "{}"),
+            render(&format!("<${{topic({level} + 0)}}>"), "{}"),
+            "topic({level})"
+        );
+    }
+    assert_eq!(render("<${topic(2)}>", "{}"), "<myThings>");
+    assert_eq!(render("<${topic(4)}>", "{}"), "<>");
+    assert_eq!(
+        render("<${topic()}>", "{}"),
+        render("<${topic() || ''}>", "{}")
+    );
+}
+
+#[test]
 fn templates_reject_bad_expressions_at_compile_time() {
     let error = Template::compile("a/${upper(}").unwrap_err();
     assert_eq!(error.column, 11);

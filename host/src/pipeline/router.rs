@@ -206,7 +206,8 @@ impl Router {
             let route = &table.routes[position];
             let rule = &route.rule;
             rule.counters.matched();
-            let Some(selected) = rule.statement.evaluate(&context) else {
+            // The index matched the topic against the rule's `FROM`.
+            let Some(selected) = rule.statement.evaluate_matched(&context) else {
                 continue;
             };
             rule.counters.selected();

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
 use super::{Invocation, Prepared, literal};
-use crate::ast::Expr;
+use crate::ast::{Call, Expr};
 use crate::value::{Datum, owned};
 
 /// The only SQL version this engine implements.
@@ -26,8 +26,43 @@ pub(super) fn topic<'d>(inv: Invocation<'d>) -> Datum<'d> {
         return owned(Value::String(topic.to_owned()));
     }
     let segment = usize::try_from(inv.decimal(0)?.floor()?).ok()?;
-    let level = topic.split('/').nth(segment.checked_sub(1)?)?;
+    let level = topic_level(topic, segment)?;
     owned(Value::String(level.to_owned()))
+}
+
+/// Level `segment` of `topic`, counting from 1.
+fn topic_level(topic: &str, segment: usize) -> Option<&str> {
+    topic.split('/').nth(segment.checked_sub(1)?)
+}
+
+/// What a `topic()` or `topic(n)` call with a whole-number literal reads of the topic, found at
+/// load: a template writes it straight from the topic, as `device/${topic(2)}` is the commonest
+/// substitution there is. Any other call is evaluated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TopicPart {
+    Whole,
+    Level(usize),
+}
+
+impl TopicPart {
+    pub(crate) fn of(call: &Call) -> Option<TopicPart> {
+        if call.function.name != "topic" {
+            return None;
+        }
+        match literal(&call.args, 0) {
+            None if call.args.is_empty() => Some(TopicPart::Whole),
+            Some(Value::Number(level)) => Some(TopicPart::Level(level.as_u64()?.try_into().ok()?)),
+            _ => None,
+        }
+    }
+
+    /// The part of `topic` the call returns; `None` where it returns Undefined.
+    pub(crate) fn read(self, topic: &str) -> Option<&str> {
+        match self {
+            TopicPart::Whole => Some(topic),
+            TopicPart::Level(segment) => topic_level(topic, segment),
+        }
+    }
 }
 
 /// The publishing client's id, or `n/a` as AWS answers for messages that did not come over MQTT.

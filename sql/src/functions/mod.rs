@@ -22,6 +22,7 @@ use crate::message::MessageContext;
 use crate::value::{Datum, Num, datum_text, to_decimal};
 
 pub(crate) use collection::concat_values;
+pub(crate) use context::TopicPart;
 
 /// How many arguments a function takes.
 #[derive(Debug, Clone, Copy)]
