@@ -1,5 +1,6 @@
 //! Cost of the Wasm stage: one `on-message` call of `humidity-alert` on the
-//! reference payload with a reused instance, loading a cached module, and
+//! reference payload with a reused instance (and of `passthrough`, whose rule
+//! does next to nothing: the call's own cost), loading a cached module, and
 //! creating an instance (alone, and with the drop of the previous one). Also
 //! the whole computation one message takes on one core, without the queues,
 //! threads and outbox of the pipeline bench: parsing what the rule reads of
@@ -40,6 +41,17 @@ fn rule_engine(c: &mut Criterion) {
     };
     c.bench_function("on_message/humidity_alert", |b| {
         b.iter(|| instance.on_message(black_box(&message)).expect("rule call"))
+    });
+    // The same call of a rule that hands the payload back: what the call
+    // itself costs, lowering the message and lifting the output included.
+    let passthrough = engine
+        .load_file(&harness::rule_module("passthrough"))
+        .expect("loading passthrough");
+    let mut passthrough = passthrough
+        .instantiate("passthrough", RuleConfig::new(), RuleLimits::default())
+        .expect("starting passthrough");
+    c.bench_function("on_message/passthrough", |b| {
+        b.iter(|| passthrough.on_message(black_box(&message)).expect("rule call"))
     });
 
     // What the router and the rule's worker compute for one message.
