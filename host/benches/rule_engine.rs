@@ -51,7 +51,11 @@ fn rule_engine(c: &mut Criterion) {
         .instantiate("passthrough", RuleConfig::new(), RuleLimits::default())
         .expect("starting passthrough");
     c.bench_function("on_message/passthrough", |b| {
-        b.iter(|| passthrough.on_message(black_box(&message)).expect("rule call"))
+        b.iter(|| {
+            passthrough
+                .on_message(black_box(&message))
+                .expect("rule call")
+        })
     });
 
     // What the router and the rule's worker compute for one message.

@@ -91,12 +91,19 @@ impl Actions {
     /// Sends one emitted payload to every action of the rule.
     async fn emit(&self, received: &Received, payload: Bytes, attributes: &[Property]) {
         self.rule.counters.outputs(1);
+        let Some((last, others)) = self.rule.actions.split_last() else {
+            return;
+        };
         let context = received.context();
-        for action in &self.rule.actions {
+        for action in others {
             let target = action.target(&context, attributes);
             self.submit(&action.sink, target, payload.clone(), received)
                 .await;
         }
+        // The last action takes the payload itself: the first clone of one
+        // made from a `Vec` allocates its shared count.
+        let target = last.target(&context, attributes);
+        self.submit(&last.sink, target, payload, received).await;
     }
 
     async fn submit(&self, sink: &str, target: Target, payload: Bytes, received: &Received) {
