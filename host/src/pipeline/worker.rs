@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 /// calls one after another, then hands all their outputs over together: the
 /// outbox's writer is then woken once for them, not once per message, while
 /// no output waits for more than this many calls.
-const MODULE_BATCH: usize = 16;
+const MODULE_BATCH: usize = 64;
 
 /// Resolves once a worker has ended: the worker holds the sending half and
 /// drops it when it ends, however it ends.
