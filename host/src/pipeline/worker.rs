@@ -6,7 +6,7 @@
 use super::rule::CompiledRule;
 use super::{DEVICE_TOPICS_SINK, Job, Received, RuleList};
 use crate::actions::{Delivery, FailedDelivery, FailureSettler, Sinks, SubmitError, Target};
-use crate::engine::RuleInstance;
+use crate::engine::{RuleInstance, RunError};
 use crate::message::{Message, Output, Property};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,9 +19,12 @@ use tokio::sync::{mpsc, watch};
 
 /// Queued jobs a rule's thread takes at once, at most. It runs their module
 /// calls one after another, then hands all their outputs over together: the
-/// outbox's writer is then woken once for them, not once per message, while
-/// no output waits for more than this many calls.
+/// outbox's writer is then woken once for them, not once per message.
 const MODULE_BATCH: usize = 64;
+/// The module time after which a rule's thread hands over the outputs it has
+/// although calls of its batch are still to run, so that a slow module's
+/// outputs do not wait for many more of its calls.
+const MODULE_BATCH_TIME: Duration = Duration::from_millis(1);
 
 /// Resolves once a worker has ended: the worker holds the sending half and
 /// drops it when it ends, however it ends.
@@ -212,28 +215,28 @@ pub(super) fn spawn_module_worker(
             let mut taken = Vec::with_capacity(MODULE_BATCH);
             let mut ran = Vec::with_capacity(MODULE_BATCH);
             while jobs.blocking_recv_many(&mut taken, MODULE_BATCH) > 0 {
-                // One clock reading per message and stage: each step's end
-                // is the next one's start.
-                let mut lap = Lap::start();
-                for job in taken.drain(..) {
-                    fill_message(&mut message, &job.received, &job.selected);
-                    let result = instance.on_message(&message);
-                    ran.push((job.received, result, lap.next()));
-                }
-                let module = instance.module().path().to_string_lossy();
-                runtime.block_on(async {
+                let mut to_run = taken.drain(..).peekable();
+                while to_run.peek().is_some() {
+                    // One clock reading per message and stage: each step's
+                    // end is the next one's start.
                     let mut lap = Lap::start();
-                    for (received, result, running) in ran.drain(..) {
-                        match result {
-                            Ok(outputs) => actions.deliver(&received, outputs).await,
-                            Err(error) => {
-                                let cause = error.to_string();
-                                actions.report(&received, "WasmRule", &module, &cause).await;
-                            }
+                    let mut spent = Duration::ZERO;
+                    for job in to_run.by_ref() {
+                        fill_message(&mut message, &job.received, &job.selected);
+                        let result = instance.on_message(&message);
+                        let running = lap.next();
+                        ran.push(Ran {
+                            received: job.received,
+                            result,
+                            running,
+                        });
+                        spent += running;
+                        if spent >= MODULE_BATCH_TIME {
+                            break;
                         }
-                        actions.rule.counters.busy(running + lap.next());
                     }
-                });
+                    deliver_ran(&mut ran, &actions, &instance, &runtime);
+                }
             }
             // Release the sinks and the instance (its pool slot) before saying
             // so: shutdown then needs to be the sinks' only owner, and the next
@@ -251,6 +254,43 @@ pub(super) fn spawn_module_worker(
         );
     }
     exit
+}
+
+/// A module call made, whose outputs are yet to be handed over.
+struct Ran {
+    received: Arc<Received>,
+    result: Result<Vec<Output>, RunError>,
+    /// How long the call took.
+    running: Duration,
+}
+
+/// Hands the outputs of the calls in `ran` to the rule's actions, in order,
+/// from the rule's thread.
+fn deliver_ran(
+    ran: &mut Vec<Ran>,
+    actions: &Actions,
+    instance: &RuleInstance,
+    runtime: &tokio::runtime::Handle,
+) {
+    let module = instance.module().path().to_string_lossy();
+    runtime.block_on(async {
+        let mut lap = Lap::start();
+        for Ran {
+            received,
+            result,
+            running,
+        } in ran.drain(..)
+        {
+            match result {
+                Ok(outputs) => actions.deliver(&received, outputs).await,
+                Err(error) => {
+                    let cause = error.to_string();
+                    actions.report(&received, "WasmRule", &module, &cause).await;
+                }
+            }
+            actions.rule.counters.busy(running + lap.next());
+        }
+    });
 }
 
 /// Times consecutive steps with one clock reading each.
