@@ -258,10 +258,56 @@ fn cli_sql_eval_exits_2_with_the_position_of_an_invalid_statement() {
 }
 
 #[test]
+fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
+    let rules_dir = rule_module("humidity-alert");
+    let out = tempfile::tempdir().unwrap();
+    let run = rulegate(&[
+        "bench",
+        "--messages",
+        "50",
+        "--large-messages",
+        "10",
+        "--rules-dir",
+        rules_dir.parent().unwrap().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--peer",
+        "broken=echo cannot reach port $RULEGATE_BENCH_PORT; exit 3",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // The peer's output, with the broker's port it was given.
+    let quoted = stderr
+        .split_once("cannot reach port ")
+        .map(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()));
+    assert_eq!(quoted, Some(true), "{stderr}");
+    assert!(
+        stderr.contains("peer `broken` ended (exit status: 3) before it alerted")
+            && stderr.contains("peer.log"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
     let rules_dir = rule_module("humidity-alert");
     let rules_dir = rules_dir.parent().unwrap().to_str().unwrap();
     let out = tempfile::tempdir().unwrap();
+    // rulegate itself as a peer, from the template scripts/compare-peers.sh fills in.
+    let peer_dir = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(
+        harness::repository_root().join("bench/peers/rulegate/gateway.toml"),
+    )
+    .unwrap()
+    .replace("@RULES@", rules_dir)
+    .replace("@CACHE@", peer_dir.path().join("cache").to_str().unwrap());
+    let template_path = peer_dir.path().join("gateway.toml.in");
+    std::fs::write(&template_path, template).unwrap();
+    let peer = format!(
+        "rulegate=sed \"s/@PORT@/$RULEGATE_BENCH_PORT/\" {} > gateway.toml && exec {} run --config gateway.toml",
+        template_path.display(),
+        env!("CARGO_BIN_EXE_rulegate"),
+    );
     let run = rulegate(&[
         "bench",
         "--messages",
@@ -272,6 +318,8 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
         rules_dir,
         "--out",
         out.path().to_str().unwrap(),
+        "--peer",
+        &peer,
     ]);
     assert!(run.status.success(), "{run:?}");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -305,6 +353,8 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
         "\"sql-republish\"/1000/100",
         "\"broker\"/0/10240",
         "\"wasm-alert\"/1/10240",
+        "\"peer:rulegate\"/1/100",
+        "\"peer:rulegate\"/1/10240",
     ] {
         assert!(
             described.iter().any(|run| run == expected),
@@ -315,13 +365,22 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
         assert_eq!(run["lost"], 0, "{run}");
         assert_eq!(run["duplicates"], 0, "{run}");
         assert!(run["per_second"].as_f64().unwrap() > 0.0, "{run}");
+        // Only a peer, a process of its own, is measured apart from the load.
+        let is_peer = run["stage"] == "peer:rulegate";
+        assert_eq!(run["peer_cpu_us_per_message"].is_f64(), is_peer, "{run}");
+        for memory in ["peer_idle_rss_mib", "peer_rss_mib"] {
+            match run[memory].as_f64() {
+                Some(mib) => assert!(is_peer && mib > 1.0 && mib < 500.0, "{run}"),
+                None => assert!(!is_peer, "{run}"),
+            }
+        }
     }
     // Each hop at a set rate is set beside the broker alone at that rate.
     let paced_hops: Vec<_> = runs
         .iter()
         .filter(|run| !run["offered_rate"].is_null() && run["stage"] != "broker")
         .collect();
-    assert_eq!(paced_hops.len(), 6, "{described:?}");
+    assert_eq!(paced_hops.len(), 8, "{described:?}");
     for run in paced_hops {
         assert!(run["added_p99_ms"].is_f64(), "{run}");
     }

@@ -10,7 +10,7 @@ use rulegate::device_sim::{Device, DeviceOptions};
 use rulegate::engine::CompileTarget;
 use rulegate::engine::{EngineOptions, RuleConfig, RuleEngine, RuleLimits, unix_time_ms};
 use rulegate::gateway::{self, Gateway};
-use rulegate::loadgen::{self, BrokerKind, LoadOptions};
+use rulegate::loadgen::{self, BrokerKind, LoadOptions, PeerCommand};
 use rulegate::message::Message;
 use rulegate::mqtt::{BrokerEndpoint, MqttVersion};
 use rulegate::ruleset::Trigger;
@@ -116,6 +116,11 @@ enum Command {
         /// Where the report goes.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
+        /// A gateway in a process of its own, run beside the Wasm rule:
+        /// `NAME=COMMAND`, run under `sh -c` with RULEGATE_BENCH_PORT set
+        /// (see scripts/compare-peers.sh). Repeatable.
+        #[arg(long = "peer", value_name = "NAME=COMMAND")]
+        peers: Vec<PeerCommand>,
     },
     /// Upload a rule's module to a running gateway (its admin API), which
     /// checks it, keeps it across restarts and hot-loads it.
@@ -446,12 +451,14 @@ async fn run_tool(command: Command) -> anyhow::Result<ExitCode> {
             large_messages,
             rules_dir,
             out,
+            peers,
         } => {
             let report = loadgen::run(&LoadOptions {
                 broker,
                 messages,
                 large_messages,
                 rules_dir,
+                peers,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
             })
             .await?;

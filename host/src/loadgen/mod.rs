@@ -9,22 +9,25 @@
 
 mod broker;
 mod cpu;
+mod peer;
 mod relay;
 mod traffic;
 
 pub use broker::BrokerKind;
 pub use cpu::process_cpu_time;
+pub use peer::PeerCommand;
 
 use crate::config::GatewayConfig;
 use crate::gateway::Gateway;
 use anyhow::Context;
 use broker::BenchBroker;
+use peer::{Peer, PeerUsage};
 use relay::Relay;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use traffic::{Arrivals, Receiver, SendLog};
+use traffic::{Arrivals, OUTPUT_FILTER, Receiver, SendLog};
 
 /// Payload sizes of the runs: about the reference reading, and 10 KB.
 const SMALL_PAYLOAD: usize = 100;
@@ -41,13 +44,14 @@ pub struct LoadOptions {
     pub large_messages: usize,
     /// Where `humidity_alert.wasm` is.
     pub rules_dir: PathBuf,
+    /// Gateways in processes of their own, each run beside `wasm-alert`.
+    pub peers: Vec<PeerCommand>,
     /// The command line, for the report.
     pub command: String,
 }
 
 /// What a run puts between publisher and subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// The broker alone: the baseline.
     Broker,
@@ -60,6 +64,8 @@ enum Stage {
     WasmAlert,
     /// `SELECT *` archived by a `file` action.
     FileArchive,
+    /// `LoadOptions::peers[n]`: what `WasmAlert` does, in a process of its own.
+    Peer(usize),
 }
 
 impl Stage {
@@ -68,6 +74,26 @@ impl Stage {
         match self {
             Stage::Broker | Stage::Relay => 0,
             _ => 1,
+        }
+    }
+
+    /// Whether it adds a hop through the broker whose latency is measured.
+    fn is_hop(self) -> bool {
+        matches!(
+            self,
+            Stage::Relay | Stage::SqlRepublish | Stage::WasmAlert | Stage::Peer(_)
+        )
+    }
+
+    /// Its name in the report: a peer by the name it was given.
+    fn label(self, peers: &[PeerCommand]) -> String {
+        match self {
+            Stage::Broker => "broker".to_owned(),
+            Stage::Relay => "relay".to_owned(),
+            Stage::SqlRepublish => "sql-republish".to_owned(),
+            Stage::WasmAlert => "wasm-alert".to_owned(),
+            Stage::FileArchive => "file-archive".to_owned(),
+            Stage::Peer(index) => format!("peer:{}", peers[index].name),
         }
     }
 }
@@ -84,7 +110,7 @@ struct Scenario {
 /// One run's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
-    stage: Stage,
+    stage: String,
     rules: usize,
     payload_bytes: usize,
     /// Messages per second offered; `None` is flat out.
@@ -107,6 +133,12 @@ pub struct RunResult {
     /// gateway between two MQTT hops makes the broker handle each twice.
     /// Known for Mosquitto, which runs in a process of its own.
     broker_cpu_us_per_message: Option<f64>,
+    /// A peer's CPU time per message received, in microseconds.
+    peer_cpu_us_per_message: Option<f64>,
+    /// A peer's resident memory once ready, before the load, in MiB.
+    peer_idle_rss_mib: Option<f64>,
+    /// A peer's resident memory after the load, in MiB.
+    peer_rss_mib: Option<f64>,
 }
 
 /// A whole benchmark: the machine and every run.
@@ -141,6 +173,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
         broker: &broker,
         work: work.path(),
         rules_dir: &rules_dir,
+        peers: &options.peers,
     };
     let flat = |stage, rules, payload_bytes, messages| Scenario {
         stage,
@@ -150,22 +183,29 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
         rate: None,
     };
     let (small, large) = (options.messages, options.large_messages);
+    let peers = (0..options.peers.len()).map(Stage::Peer);
     let mut runs = Vec::new();
     for (payload, messages, stages) in [
         (
             SMALL_PAYLOAD,
             small,
-            &[
+            [
                 Stage::Relay,
                 Stage::SqlRepublish,
                 Stage::WasmAlert,
                 Stage::FileArchive,
-            ][..],
+            ]
+            .into_iter()
+            .chain(peers.clone())
+            .collect::<Vec<_>>(),
         ),
         (
             LARGE_PAYLOAD,
             large,
-            &[Stage::Relay, Stage::SqlRepublish, Stage::WasmAlert][..],
+            [Stage::Relay, Stage::SqlRepublish, Stage::WasmAlert]
+                .into_iter()
+                .chain(peers.clone())
+                .collect(),
         ),
     ] {
         let baseline = bench
@@ -175,7 +215,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
         // Each stage's flat-out rate, for the latency runs below.
         let mut flat_out = vec![(Stage::Broker, base_rate)];
         runs.push(baseline);
-        for &stage in stages {
+        for stage in stages {
             let run = bench
                 .run(&flat(stage, stage.single_rule(), payload, messages))
                 .await?;
@@ -197,9 +237,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
                 ..flat(stage, stage.single_rule(), payload, messages)
             };
             let broker_at_half = bench.run(&at(Stage::Broker, base_rate / 2.0)).await?;
-            let hop_stages = flat_out.into_iter().filter(|(stage, _)| {
-                matches!(stage, Stage::Relay | Stage::SqlRepublish | Stage::WasmAlert)
-            });
+            let hop_stages = flat_out.into_iter().filter(|(stage, _)| stage.is_hop());
             let mut at_broker_half = Vec::new();
             for (stage, own_rate) in hop_stages {
                 let broker = bench.run(&at(Stage::Broker, own_rate / 2.0)).await?;
@@ -227,6 +265,7 @@ struct Bench<'a> {
     broker: &'a BenchBroker,
     work: &'a Path,
     rules_dir: &'a Path,
+    peers: &'a [PeerCommand],
 }
 
 impl Bench<'_> {
@@ -235,8 +274,12 @@ impl Bench<'_> {
         let port = self.broker.port;
         let log = SendLog::new(scenario.messages);
         let gateway = match scenario.stage {
-            Stage::Broker | Stage::Relay => None,
+            Stage::Broker | Stage::Relay | Stage::Peer(_) => None,
             _ => Some(Gateway::start(self.gateway_config(scenario)?, None).await?),
+        };
+        let peer = match scenario.stage {
+            Stage::Peer(index) => Some(Peer::start(&self.peers[index], port, self.work).await?),
+            _ => None,
         };
         let relay = match scenario.stage {
             Stage::Relay => {
@@ -246,7 +289,7 @@ impl Bench<'_> {
         };
         let output_filter = match scenario.stage {
             Stage::Broker => "device/+/devicePayload",
-            _ => "bench/out/#",
+            _ => OUTPUT_FILTER,
         };
         let receiver = match scenario.stage {
             Stage::FileArchive => None,
@@ -285,18 +328,29 @@ impl Bench<'_> {
             .cpu_time()
             .zip(broker_cpu_before)
             .map(|(after, before)| after.saturating_sub(before));
+        let peer_usage = peer.as_ref().map(Peer::usage_since_ready).transpose()?;
+        drop(peer);
         if let Some(gateway) = gateway {
             gateway.shutdown().await?;
         }
         if let Some(relay) = relay {
             relay.stop();
         }
-        Ok(RunResult::new(scenario, arrivals, started, broker_cpu))
+        Ok(RunResult::new(
+            scenario,
+            scenario.stage.label(self.peers),
+            arrivals,
+            started,
+            broker_cpu,
+            peer_usage,
+        ))
     }
 
     fn gateway_config(&self, scenario: &Scenario) -> anyhow::Result<GatewayConfig> {
+        // The outbox in the bench's own directory, not the user's state
+        // directory, which a gateway or another bench may be using.
         let mut text = format!(
-            "[gateway]\nstats_interval_secs = 0\nmax_payload_bytes = {}\ncache_dir = \"cache\"\n\
+            "[gateway]\nstats_interval_secs = 0\nmax_payload_bytes = {}\nstate_dir = \"state\"\ncache_dir = \"cache\"\n\
              [broker]\nurl = \"{}\"\nclient_id = \"bench-gateway\"\nclean_session = true\n\
              [sinks.out]\ntype = \"mqtt\"\n\
              [sinks.archive]\ntype = \"file\"\ndirectory = \"archive\"\n",
@@ -371,17 +425,23 @@ async fn archived(gateway: &Gateway, expected: usize) -> Arrivals {
 impl RunResult {
     fn new(
         scenario: &Scenario,
+        stage: String,
         mut arrivals: Arrivals,
         started: Instant,
         broker_cpu: Option<Duration>,
+        peer: Option<PeerUsage>,
     ) -> RunResult {
         let seconds = arrivals
             .last
             .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
         let [p50, p99, p999] = percentiles(&mut arrivals.latencies)
             .map(|latency| latency.map(|latency| latency.as_secs_f64() * 1000.0));
+        let per_message_us = |cpu: Duration| {
+            (arrivals.received > 0).then(|| cpu.as_secs_f64() * 1e6 / arrivals.received as f64)
+        };
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         RunResult {
-            stage: scenario.stage,
+            stage,
             rules: scenario.rules,
             payload_bytes: scenario.payload_bytes,
             offered_rate: scenario.rate,
@@ -400,9 +460,10 @@ impl RunResult {
             p99_ms: p99,
             p999_ms: p999,
             added_p99_ms: None,
-            broker_cpu_us_per_message: broker_cpu
-                .filter(|_| arrivals.received > 0)
-                .map(|cpu| cpu.as_secs_f64() * 1e6 / arrivals.received as f64),
+            broker_cpu_us_per_message: broker_cpu.and_then(per_message_us),
+            peer_cpu_us_per_message: peer.as_ref().and_then(|peer| per_message_us(peer.cpu)),
+            peer_idle_rss_mib: peer.as_ref().map(|peer| mib(peer.idle_resident_bytes)),
+            peer_rss_mib: peer.as_ref().map(|peer| mib(peer.resident_bytes)),
         }
     }
 
@@ -471,18 +532,21 @@ impl Report {
             machine.memory_kib / 1024,
         );
         page.push_str(
-            "| stage | rules | payload | load | sent | received | lost | dup | msg/s | × broker | p50 ms | p99 ms | p99.9 ms | added p99 ms | broker CPU µs/msg |\n\
-             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+            "| stage | rules | payload | load | sent | received | lost | dup | msg/s | × broker | p50 ms | p99 ms | p99.9 ms | added p99 ms | broker CPU µs/msg | peer CPU µs/msg | peer RSS MiB, idle → loaded |\n\
+             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         let number = |value: Option<f64>, digits: usize| {
             value.map_or_else(|| "–".to_owned(), |value| format!("{value:.digits$}"))
         };
         for run in &self.runs {
-            let stage = serde_json::to_value(run.stage).unwrap_or_default();
+            let peer_rss = match (run.peer_idle_rss_mib, run.peer_rss_mib) {
+                (Some(idle), Some(loaded)) => format!("{idle:.1} → {loaded:.1}"),
+                _ => "–".to_owned(),
+            };
             let _ = writeln!(
                 page,
-                "| {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
-                stage.as_str().unwrap_or_default(),
+                "| {} | {} | {} B | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.stage,
                 run.rules,
                 run.payload_bytes,
                 run.offered_rate
@@ -498,6 +562,8 @@ impl Report {
                 number(run.p999_ms, 3),
                 number(run.added_p99_ms, 3),
                 number(run.broker_cpu_us_per_message, 1),
+                number(run.peer_cpu_us_per_message, 1),
+                peer_rss,
             );
         }
         page

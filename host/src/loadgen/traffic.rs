@@ -15,6 +15,8 @@ use tokio::sync::watch;
 const NAME_PREFIX: &str = "bench-";
 /// Every reading is under the alert threshold, so the Wasm rule alerts on each.
 const HUMIDITY: u32 = 20;
+/// Where every gateway stage publishes what it makes of the readings.
+pub const OUTPUT_FILTER: &str = "bench/out/#";
 /// How long the receiver waits for the next message before it calls the rest lost.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(3);
 
@@ -243,7 +245,7 @@ impl Receiver {
 }
 
 /// A client id no earlier run's lingering connection holds.
-fn unique_id(role: &str) -> String {
+pub fn unique_id(role: &str) -> String {
     format!("{role}-{}", uuid::Uuid::new_v4().simple())
 }
 

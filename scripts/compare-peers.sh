@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# rulegate beside Node-RED on the same load, broker and machine: `rulegate
+# bench` with both as peers, processes of their own behind Mosquitto, each
+# turning every soil reading under 35 % humidity into an alert — rulegate with
+# the SQL `WHERE` and the humidity-alert Wasm rule (bench/peers/rulegate/),
+# Node-RED 4 with an mqtt-in → function → mqtt-out flow (bench/peers/node-red/).
+# The report has both beside the broker alone and the in-process stages.
+#
+#   scripts/compare-peers.sh [more `rulegate bench` options, e.g. --messages 50000]
+#
+# Needs Node.js 18 or newer with npm, Mosquitto, and the wasm32-wasip2 target.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cargo build --release -p rulegate -j2
+cargo build-rules
+npm ci --prefix bench/peers/node-red --no-audit --no-fund --loglevel=error
+
+bin="$root/target/release/rulegate"
+rules="$root/rules/target/wasm32-wasip2/release"
+node_red="$root/bench/peers/node-red"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+sed -e "s|@RULES@|$rules|" -e "s|@CACHE@|$work/cache|" \
+    bench/peers/rulegate/gateway.toml > "$work/gateway.toml.in"
+
+# Each peer command runs in an empty directory of its own, with the broker's
+# port in RULEGATE_BENCH_PORT; `exec` makes the engine the measured process.
+"$bin" bench --rules-dir "$rules" "$@" \
+    --peer "rulegate=sed \"s/@PORT@/\$RULEGATE_BENCH_PORT/\" $work/gateway.toml.in > gateway.toml && exec $bin run --config gateway.toml" \
+    --peer "node-red=cp $node_red/flows.json . && exec node $node_red/node_modules/node-red/red.js --settings $node_red/settings.js --userDir . flows.json"
