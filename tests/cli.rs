@@ -290,8 +290,8 @@ fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
 
 #[test]
 fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
-    let rules_dir = rule_module("humidity-alert");
-    let rules_dir = rules_dir.parent().unwrap().to_str().unwrap();
+    let module = rule_module("humidity-alert");
+    let rules_dir = module.parent().unwrap().to_str().unwrap();
     let out = tempfile::tempdir().unwrap();
     // rulegate itself as a peer, from the template scripts/compare-peers.sh fills in.
     let peer_dir = tempfile::tempdir().unwrap();
@@ -299,7 +299,7 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
         harness::repository_root().join("bench/peers/rulegate/gateway.toml"),
     )
     .unwrap()
-    .replace("@RULES@", rules_dir)
+    .replace("@MODULE@", module.to_str().unwrap())
     .replace("@CACHE@", peer_dir.path().join("cache").to_str().unwrap());
     let template_path = peer_dir.path().join("gateway.toml.in");
     std::fs::write(&template_path, template).unwrap();

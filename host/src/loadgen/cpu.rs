@@ -6,44 +6,57 @@ use std::time::Duration;
 /// User plus system CPU time of every thread of process `pid` (this process
 /// with `None`) so far; `None` where /proc cannot tell (not Linux, gone).
 pub fn process_cpu_time(pid: Option<u32>) -> Option<Duration> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    Some(Stat::parse(&std::fs::read_to_string(path).ok()?)?.cpu)
+    Some(read_stat(pid.unwrap_or_else(std::process::id))?.cpu)
 }
 
-/// What the processes of one process group use together.
+/// What a process and its descendants use together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupUsage {
-    /// User plus system CPU time of the group's live processes so far.
+pub struct TreeUsage {
+    /// User plus system CPU time of the live processes so far.
     pub cpu: Duration,
     /// Their resident memory now.
     pub resident_bytes: u64,
 }
 
-/// The usage of process group `group` (a group leader's pid); `None` where
-/// /proc cannot tell or no process of the group is left.
-pub fn process_group_usage(group: u32) -> Option<GroupUsage> {
-    let mut usage: Option<GroupUsage> = None;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else {
-            continue;
-        };
+/// Process `root` and every live process it started, directly or not; empty
+/// where /proc cannot tell or `root` is gone.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // (pid, parent) of every process; one that ends meanwhile is left out.
+    let parents: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?.parent)))
+        .collect();
+    let mut tree = Vec::new();
+    if parents.iter().any(|&(pid, _)| pid == root) {
+        tree.push(root);
+    }
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        tree.extend(
+            parents
+                .iter()
+                .filter(|&&(_, of)| of == parent)
+                .map(|&(pid, _)| pid),
+        );
+        next += 1;
+    }
+    tree
+}
+
+/// The usage of process `root` and its descendants; `None` where /proc
+/// cannot tell or `root` is gone.
+pub fn process_tree_usage(root: u32) -> Option<TreeUsage> {
+    let mut usage: Option<TreeUsage> = None;
+    for pid in process_tree(root) {
         // A process may end between the listing and the reads: skip it.
-        let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .as_deref()
-            .and_then(Stat::parse)
-            .filter(|stat| stat.process_group == group)
-        else {
+        let (Some(stat), Some(resident_bytes)) = (read_stat(pid), resident_bytes(pid)) else {
             continue;
         };
-        let Some(resident_bytes) = resident_bytes(pid) else {
-            continue;
-        };
-        let sum = usage.get_or_insert(GroupUsage {
+        let sum = usage.get_or_insert(TreeUsage {
             cpu: Duration::ZERO,
             resident_bytes: 0,
         });
@@ -55,21 +68,25 @@ pub fn process_group_usage(group: u32) -> Option<GroupUsage> {
 
 /// The fields of `/proc/<pid>/stat` the bench reads.
 struct Stat {
-    process_group: u32,
+    parent: u32,
     cpu: Duration,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    Stat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 impl Stat {
     fn parse(stat: &str) -> Option<Stat> {
         // The fields after the command name, which is in parentheses and may
         // hold spaces: the 3rd of the line (the state) is the first of them,
-        // the process group the 5th, utime and stime the 14th and 15th.
+        // the parent's pid the 4th, utime and stime the 14th and 15th.
         let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-        let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+        let number = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
         // Linux counts them in USER_HZ, 100 per second on every architecture.
         Some(Stat {
-            process_group: fields.get(5 - 3)?.parse().ok()?,
-            cpu: Duration::from_millis((ticks(14)? + ticks(15)?) * 10),
+            parent: u32::try_from(number(4)?).ok()?,
+            cpu: Duration::from_millis((number(14)? + number(15)?) * 10),
         })
     }
 }
@@ -115,45 +132,34 @@ mod tests {
     }
 
     #[test]
-    fn a_process_group_counts_its_members_and_nothing_else() {
-        use std::os::unix::process::CommandExt as _;
-        // A group of its own: the shell and the sleep it starts.
+    fn a_process_tree_counts_the_process_and_what_it_started_and_nothing_else() {
         let mut shell = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & wait"])
-            .process_group(0)
             .spawn()
             .expect("starting sh");
-        let group = shell.id();
+        let root = shell.id();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let members = loop {
-            let members = std::fs::read_dir("/proc")
-                .unwrap()
-                .flatten()
-                .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| {
-                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .ok()
-                        .as_deref()
-                        .and_then(Stat::parse)
-                        .is_some_and(|stat| stat.process_group == group)
-                })
-                .count();
-            if members == 2 || std::time::Instant::now() > deadline {
-                break members;
+        let tree = loop {
+            let tree = process_tree(root);
+            if tree.len() == 2 || std::time::Instant::now() > deadline {
+                break tree;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let usage = process_group_usage(group);
+        let usage = process_tree_usage(root);
         let own = resident_bytes(std::process::id()).expect("this process's VmRSS");
         let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{group}")])
+            .arg("-KILL")
+            .args(tree.iter().map(u32::to_string))
             .status();
         let _ = shell.wait();
-        assert_eq!(members, 2, "sh and its sleep");
-        let usage = usage.expect("the group's usage");
+        assert_eq!(tree.len(), 2, "sh and its sleep: {tree:?}");
+        assert_eq!(tree[0], root);
+        let usage = usage.expect("the tree's usage");
         // Two small programs: resident, and far smaller than this test binary.
         assert!(usage.resident_bytes > 0, "{usage:?}");
         assert!(usage.resident_bytes < own, "{usage:?} against {own}");
-        assert_eq!(process_group_usage(u32::MAX), None);
+        assert_eq!(process_tree_usage(u32::MAX), None);
+        assert_eq!(process_tree(root), Vec::<u32>::new(), "all gone");
     }
 }

@@ -7,14 +7,13 @@
 //! `device/+/devicePayload` and, for each reading with `humidity < 35`,
 //! publishes an alert under `bench/out/` whose payload holds the reading's
 //! `name` — what the `wasm-alert` stage does. It is ready once it answers a
-//! probe reading; it is killed, with its whole process group, after its run.
+//! probe reading; it is killed, with every process it started, after its run.
 
-use super::cpu::{GroupUsage, process_group_usage};
+use super::cpu::{TreeUsage, process_tree, process_tree_usage};
 use super::traffic::{OUTPUT_FILTER, unique_id};
 use crate::simulate::{reading_payload, reading_topic};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -68,7 +67,7 @@ pub struct Peer {
     /// Removed after the peer is killed (fields drop after `Drop::drop`).
     _directory: tempfile::TempDir,
     /// Its usage once ready, before the load.
-    idle: GroupUsage,
+    idle: TreeUsage,
 }
 
 /// What a peer used for one run.
@@ -99,9 +98,6 @@ impl Peer {
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output)
-            // A group of its own, so that what it starts is measured and
-            // stopped with it.
-            .process_group(0)
             .spawn()
             .with_context(|| format!("starting peer `{}`: sh -c {:?}", peer.name, peer.command))?;
         let mut started = Peer {
@@ -109,12 +105,12 @@ impl Peer {
             child,
             log,
             _directory: directory,
-            idle: GroupUsage {
+            idle: TreeUsage {
                 cpu: Duration::ZERO,
                 resident_bytes: 0,
             },
         };
-        // Dropping `started` on an error kills the group.
+        // Dropping `started` on an error kills it.
         started.wait_until_alerting(port).await?;
         started.idle = started.usage()?;
         Ok(started)
@@ -130,13 +126,9 @@ impl Peer {
         })
     }
 
-    fn usage(&self) -> anyhow::Result<GroupUsage> {
-        process_group_usage(self.child.id()).with_context(|| {
-            format!(
-                "peer `{}`: no process of its group is left to measure",
-                self.name
-            )
-        })
+    fn usage(&self) -> anyhow::Result<TreeUsage> {
+        process_tree_usage(self.child.id())
+            .with_context(|| format!("peer `{}` has ended: nothing to measure", self.name))
     }
 
     /// Publishes a probe reading every [`PROBE_INTERVAL`] until its alert
@@ -191,11 +183,15 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        // The whole group: a command that did not `exec` leaves its shell as
-        // the leader and the peer as its child.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
+        // The whole tree: a command that did not `exec` leaves the peer as
+        // its shell's child.
+        let tree = process_tree(self.child.id());
+        if !tree.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(tree.iter().map(u32::to_string))
+                .status();
+        }
         let _ = self.child.wait();
     }
 }
