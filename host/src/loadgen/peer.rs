@@ -168,15 +168,16 @@ impl Peer {
         }
     }
 
-    /// The last lines of the peer's output, for an error.
+    /// The last lines of the peer's output, for an error: its directory, and
+    /// the log in it, go when the peer is dropped.
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(LOG_LINES_QUOTED)..].join("\n");
         if tail.is_empty() {
-            format!(" (no output in {})", self.log.display())
+            " (it printed nothing)".to_owned()
         } else {
-            format!("; the end of its output ({}):\n{tail}", self.log.display())
+            format!("; the end of its output:\n{tail}")
         }
     }
 }
