@@ -28,8 +28,10 @@ trap 'rm -rf "$work"' EXIT
 sed -e "s|@MODULE@|$work/humidity_alert.cwasm|" -e "s|@CACHE@|$work/cache|" \
     bench/peers/rulegate/gateway.toml > "$work/gateway.toml.in"
 
-# Each peer command runs in an empty directory of its own, with the broker's
-# port in RULEGATE_BENCH_PORT; `exec` makes the engine the measured process.
+# Each peer command runs under `sh -c` in an empty directory of its own, with
+# the broker's port in RULEGATE_BENCH_PORT; `exec` makes the engine the
+# process that is measured. Paths are quoted for that shell.
+q() { printf '%q' "$1"; }
 "$bin" bench --rules-dir "$rules" "$@" \
-    --peer "rulegate=sed \"s/@PORT@/\$RULEGATE_BENCH_PORT/\" $work/gateway.toml.in > gateway.toml && exec $bin run --config gateway.toml" \
-    --peer "node-red=cp $node_red/flows.json . && exec node $node_red/node_modules/node-red/red.js --settings $node_red/settings.js --userDir . flows.json"
+    --peer "rulegate=sed \"s/@PORT@/\$RULEGATE_BENCH_PORT/\" $(q "$work/gateway.toml.in") > gateway.toml && exec $(q "$bin") run --config gateway.toml" \
+    --peer "node-red=cp $(q "$node_red/flows.json") . && exec node $(q "$node_red/node_modules/node-red/red.js") --settings $(q "$node_red/settings.js") --userDir . flows.json"

@@ -259,7 +259,7 @@ fn cli_sql_eval_exits_2_with_the_position_of_an_invalid_statement() {
 
 #[test]
 fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
-    let rules_dir = rule_module("humidity-alert");
+    let module = rule_module("humidity-alert");
     let out = tempfile::tempdir().unwrap();
     let run = rulegate(&[
         "bench",
@@ -268,7 +268,7 @@ fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
         "--large-messages",
         "10",
         "--rules-dir",
-        rules_dir.parent().unwrap().to_str().unwrap(),
+        module.parent().unwrap().to_str().unwrap(),
         "--out",
         out.path().to_str().unwrap(),
         "--peer",
