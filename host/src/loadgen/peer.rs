@@ -14,7 +14,7 @@ use super::traffic::{OUTPUT_FILTER, unique_id};
 use crate::simulate::{reading_payload, reading_topic};
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -26,6 +26,8 @@ const PROBE_NAME: &str = "bench-probe";
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a peer may take to answer its first probe.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The file in a peer's directory that takes its output.
+const LOG_FILE: &str = "peer.log";
 /// The lines of a peer's output that an error quotes.
 const LOG_LINES_QUOTED: usize = 20;
 
@@ -63,9 +65,9 @@ impl FromStr for PeerCommand {
 pub struct Peer {
     name: String,
     child: Child,
-    log: PathBuf,
-    /// Removed after the peer is killed (fields drop after `Drop::drop`).
-    _directory: tempfile::TempDir,
+    /// Its working directory, which holds its log; removed after the peer
+    /// is killed (fields drop after `Drop::drop`).
+    directory: tempfile::TempDir,
     /// Its usage once ready, before the load.
     idle: TreeUsage,
 }
@@ -87,7 +89,7 @@ impl Peer {
     /// still to deliver) reaches the next.
     pub async fn start(peer: &PeerCommand, port: u16, work: &Path) -> anyhow::Result<Peer> {
         let directory = tempfile::tempdir_in(work).context("creating a directory for a peer")?;
-        let log = directory.path().join("peer.log");
+        let log = directory.path().join(LOG_FILE);
         let output =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new("sh")
@@ -103,8 +105,7 @@ impl Peer {
         let mut started = Peer {
             name: peer.name.clone(),
             child,
-            log,
-            _directory: directory,
+            directory,
             idle: TreeUsage {
                 cpu: Duration::ZERO,
                 resident_bytes: 0,
@@ -171,7 +172,8 @@ impl Peer {
     /// The last lines of the peer's output, for an error: its directory, and
     /// the log in it, go when the peer is dropped.
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.directory.path().join(LOG_FILE)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(LOG_LINES_QUOTED)..].join("\n");
         if tail.is_empty() {
