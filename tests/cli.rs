@@ -290,6 +290,80 @@ fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
 }
 
 #[test]
+fn cli_bench_stopped_by_sigterm_stops_its_broker_and_peers() {
+    let module = rule_module("humidity-alert");
+    let out = tempfile::tempdir().unwrap();
+    let pid_file = out.path().join("peer.pid");
+    // A peer that never alerts: the bench waits for it, with Mosquitto running.
+    let peer = format!("hang=echo $$ > {}; exec sleep 600", pid_file.display());
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_rulegate"))
+        .args([
+            "bench",
+            "--messages",
+            "50",
+            "--large-messages",
+            "10",
+            "--rules-dir",
+            module.parent().unwrap().to_str().unwrap(),
+            "--out",
+            out.path().join("reports").to_str().unwrap(),
+            "--peer",
+            &peer,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting rulegate bench");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&pid_file).map_or(true, |pid| !pid.ends_with('\n')) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let started = children_of(bench.id());
+    assert_eq!(started.len(), 2, "Mosquitto and the peer: {started:?}");
+
+    harness::send_signal(bench.id(), "TERM");
+    let status = bench.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
+    let left: Vec<u32> = started.into_iter().filter(|pid| running(*pid)).collect();
+    for pid in &left {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bench stopped by a signal"), "{stderr}");
+    assert!(left.is_empty(), "still running after the bench: {left:?}");
+    assert!(!out.path().join("reports").exists(), "no report is written");
+}
+
+/// The processes `pid` started, from all of its threads.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flat_map(|task| {
+            std::fs::read_to_string(task.unwrap().path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|child| child.parse().unwrap())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists and has not ended (a zombie has).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
 fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
     let module = rule_module("humidity-alert");
     let rules_dir = module.parent().unwrap().to_str().unwrap();

@@ -453,15 +453,23 @@ async fn run_tool(command: Command) -> anyhow::Result<ExitCode> {
             out,
             peers,
         } => {
-            let report = loadgen::run(&LoadOptions {
+            let options = LoadOptions {
                 broker,
                 messages,
                 large_messages,
                 rules_dir,
                 peers,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
-            })
-            .await?;
+            };
+            // Stopping the run drops what it started: its Mosquitto and peers
+            // end with it instead of outliving a `kill` or a CI timeout.
+            let report = tokio::select! {
+                report = loadgen::run(&options) => report?,
+                stopped = shutdown_signal() => {
+                    stopped?;
+                    anyhow::bail!("bench stopped by a signal; its broker and peers are stopped, no report written");
+                }
+            };
             print!("{}", report.markdown());
             println!("\nwritten to {}", report.write(&out)?.display());
         }
