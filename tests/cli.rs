@@ -459,4 +459,26 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
     for run in paced_hops {
         assert!(run["added_p99_ms"].is_f64(), "{run}");
     }
+    // What Mosquitto, one thread, leaves any gateway, from each relay run
+    // whose broker CPU time reached a clock tick (10 ms: not always in runs
+    // this short).
+    let ceilings = report["second_hop_ceilings"].as_array().unwrap();
+    for ceiling in ceilings {
+        assert!(
+            [100, 10240].contains(&ceiling["payload_bytes"].as_u64().unwrap()),
+            "{ceiling}"
+        );
+        let cpu = ceiling["broker_cpu_us_per_message"].as_f64().unwrap();
+        let per_second = ceiling["per_second"].as_f64().unwrap();
+        assert!((per_second * cpu - 1e6).abs() < 1.0, "{ceiling}");
+        assert!(
+            ceiling["ratio_to_broker"].as_f64().unwrap() > 0.0,
+            "{ceiling}"
+        );
+    }
+    assert_eq!(
+        stdout.matches("\n- second hop, ").count(),
+        ceilings.len(),
+        "{stdout}"
+    );
 }

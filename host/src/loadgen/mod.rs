@@ -149,6 +149,21 @@ pub struct Report {
     broker: String,
     machine: Machine,
     runs: Vec<RunResult>,
+    second_hop_ceilings: Vec<SecondHopCeiling>,
+}
+
+/// The most any gateway between two topics of a single-threaded broker
+/// (Mosquitto) can carry: each reading then crosses the broker twice, and one
+/// core of its own is all the broker can use. Derived from the relay's run.
+#[derive(Debug, Serialize)]
+struct SecondHopCeiling {
+    payload_bytes: usize,
+    /// The broker's CPU time per reading with the relay in the path, flat out.
+    broker_cpu_us_per_message: f64,
+    /// Readings per second a whole core allows at that cost.
+    per_second: f64,
+    /// `per_second` over what the broker alone carried flat out.
+    ratio_to_broker: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -185,6 +200,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
     let (small, large) = (options.messages, options.large_messages);
     let peers = (0..options.peers.len()).map(Stage::Peer);
     let mut runs = Vec::new();
+    let mut second_hop_ceilings = Vec::new();
     for (payload, messages, stages) in [
         (
             SMALL_PAYLOAD,
@@ -220,6 +236,9 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
                 .run(&flat(stage, stage.single_rule(), payload, messages))
                 .await?;
             flat_out.push((stage, run.per_second));
+            if stage == Stage::Relay {
+                second_hop_ceilings.extend(SecondHopCeiling::of(&run, base_rate));
+            }
             runs.push(run.against(base_rate));
         }
         if payload == SMALL_PAYLOAD {
@@ -257,6 +276,7 @@ pub async fn run(options: &LoadOptions) -> anyhow::Result<Report> {
         broker: broker.description.clone(),
         machine: Machine::describe(),
         runs,
+        second_hop_ceilings,
     })
 }
 
@@ -483,6 +503,22 @@ impl RunResult {
     }
 }
 
+impl SecondHopCeiling {
+    /// The ceiling `relay`'s run shows, beside the broker alone's
+    /// `broker_rate`; `None` where the broker's CPU time is not known (the
+    /// embedded broker, which also runs on several threads).
+    fn of(relay: &RunResult, broker_rate: f64) -> Option<SecondHopCeiling> {
+        let cpu = relay.broker_cpu_us_per_message.filter(|cpu| *cpu > 0.0)?;
+        let per_second = 1e6 / cpu;
+        (broker_rate > 0.0).then(|| SecondHopCeiling {
+            payload_bytes: relay.payload_bytes,
+            broker_cpu_us_per_message: cpu,
+            per_second,
+            ratio_to_broker: per_second / broker_rate,
+        })
+    }
+}
+
 /// p50, p99 and p99.9 of `latencies` (sorted in place); `None` without any.
 pub fn percentiles(latencies: &mut [Duration]) -> [Option<Duration>; 3] {
     latencies.sort_unstable();
@@ -566,6 +602,21 @@ impl Report {
                 peer_rss,
             );
         }
+        for ceiling in &self.second_hop_ceilings {
+            let _ = write!(
+                page,
+                "\n- second hop, {} B: with the relay in the path the broker spent {:.1} µs of CPU a \
+                 reading; on a whole core of its own (it runs one thread) that allows {:.0} readings/s, \
+                 {:.2} × the broker alone, the most any gateway between two of its topics can carry here.",
+                ceiling.payload_bytes,
+                ceiling.broker_cpu_us_per_message,
+                ceiling.per_second,
+                ceiling.ratio_to_broker,
+            );
+        }
+        if !self.second_hop_ceilings.is_empty() {
+            page.push('\n');
+        }
         page
     }
 
@@ -582,5 +633,48 @@ impl Report {
         std::fs::write(&json, serde_json::to_string_pretty(self)?)
             .with_context(|| format!("writing {}", json.display()))?;
         Ok(markdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flat-out relay run of 1,000 100-byte readings over one second.
+    fn relay_run(broker_cpu: Option<Duration>) -> RunResult {
+        let started = Instant::now();
+        let arrivals = Arrivals {
+            received: 1000,
+            last: Some(started + Duration::from_secs(1)),
+            ..Arrivals::default()
+        };
+        let scenario = Scenario {
+            stage: Stage::Relay,
+            rules: 0,
+            payload_bytes: 100,
+            messages: 1000,
+            rate: None,
+        };
+        RunResult::new(
+            &scenario,
+            "relay".into(),
+            arrivals,
+            started,
+            broker_cpu,
+            None,
+        )
+    }
+
+    #[test]
+    fn the_second_hop_ceiling_is_a_whole_core_over_the_brokers_cost_per_relayed_reading() {
+        // 16 ms of the broker's CPU for 1,000 readings: 16 µs each, 62,500 a second.
+        let relay = relay_run(Some(Duration::from_millis(16)));
+        let ceiling = SecondHopCeiling::of(&relay, 80_000.0).unwrap();
+        assert_eq!(ceiling.payload_bytes, 100);
+        assert!((ceiling.broker_cpu_us_per_message - 16.0).abs() < 1e-9);
+        assert!((ceiling.per_second - 62_500.0).abs() < 1e-6);
+        assert!((ceiling.ratio_to_broker - 0.78125).abs() < 1e-9);
+        // The embedded broker's CPU time is not known: no ceiling.
+        assert!(SecondHopCeiling::of(&relay_run(None), 80_000.0).is_none());
     }
 }
