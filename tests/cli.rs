@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn rulegate(args: &[&str]) -> std::process::Output {
+fn rulegate(args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rulegate"))
         .args(args)
         .output()
@@ -257,23 +257,36 @@ fn cli_sql_eval_exits_2_with_the_position_of_an_invalid_statement() {
     assert!(stderr.contains("line 1, column"), "{stderr}");
 }
 
-#[test]
-fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
+/// The arguments of a short `rulegate bench` (50 small and 10 large readings
+/// a run) that writes to `out`, with one peer.
+fn short_bench(out: &Path, peer: &str) -> Vec<String> {
     let module = rule_module("humidity-alert");
-    let out = tempfile::tempdir().unwrap();
-    let run = rulegate(&[
+    let rules_dir = module.parent().unwrap().to_str().unwrap();
+    let out = out.to_str().unwrap();
+    [
         "bench",
         "--messages",
         "50",
         "--large-messages",
         "10",
         "--rules-dir",
-        module.parent().unwrap().to_str().unwrap(),
+        rules_dir,
         "--out",
-        out.path().to_str().unwrap(),
+        out,
         "--peer",
+        peer,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
+    let out = tempfile::tempdir().unwrap();
+    let run = rulegate(&short_bench(
+        out.path(),
         "broken=echo cannot reach port $RULEGATE_BENCH_PORT; exit 3",
-    ]);
+    ));
     assert_eq!(run.status.code(), Some(1), "{run:?}");
     let stderr = String::from_utf8_lossy(&run.stderr);
     // The peer's output, with the broker's port it was given.
@@ -291,25 +304,12 @@ fn cli_bench_names_a_peer_that_ends_before_it_alerts_and_quotes_its_output() {
 
 #[test]
 fn cli_bench_stopped_by_sigterm_stops_its_broker_and_peers() {
-    let module = rule_module("humidity-alert");
     let out = tempfile::tempdir().unwrap();
     let pid_file = out.path().join("peer.pid");
     // A peer that never alerts: the bench waits for it, with Mosquitto running.
     let peer = format!("hang=echo $$ > {}; exec sleep 600", pid_file.display());
     let mut bench = Command::new(env!("CARGO_BIN_EXE_rulegate"))
-        .args([
-            "bench",
-            "--messages",
-            "50",
-            "--large-messages",
-            "10",
-            "--rules-dir",
-            module.parent().unwrap().to_str().unwrap(),
-            "--out",
-            out.path().join("reports").to_str().unwrap(),
-            "--peer",
-            &peer,
-        ])
+        .args(short_bench(&out.path().join("reports"), &peer))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starting rulegate bench");
