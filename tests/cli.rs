@@ -459,8 +459,8 @@ fn cli_bench_runs_every_scenario_through_mosquitto_without_loss() {
     for run in paced_hops {
         assert!(run["added_p99_ms"].is_f64(), "{run}");
     }
-    // What Mosquitto, one thread, leaves any gateway, from each relay run
-    // whose broker CPU time reached a clock tick (10 ms: not always in runs
+    // What Mosquitto, one thread, leaves a gateway like the relay, from each run
+    // of it whose broker CPU time reached a clock tick (10 ms: not always in runs
     // this short).
     let ceilings = report["second_hop_ceilings"].as_array().unwrap();
     for ceiling in ceilings {

@@ -152,9 +152,10 @@ pub struct Report {
     second_hop_ceilings: Vec<SecondHopCeiling>,
 }
 
-/// The most any gateway between two topics of a single-threaded broker
-/// (Mosquitto) can carry: each reading then crosses the broker twice, and one
-/// core of its own is all the broker can use. Derived from the relay's run.
+/// The most a gateway between two topics of a single-threaded broker
+/// (Mosquitto) carries when its MQTT traffic costs the broker what the
+/// relay's does: each reading crosses the broker twice, and one core is all
+/// the broker can use. Derived from the relay's run.
 #[derive(Debug, Serialize)]
 struct SecondHopCeiling {
     payload_bytes: usize,
@@ -606,8 +607,9 @@ impl Report {
             let _ = write!(
                 page,
                 "\n- second hop, {} B: with the relay in the path the broker spent {:.1} µs of CPU a \
-                 reading; on a whole core of its own (it runs one thread) that allows {:.0} readings/s, \
-                 {:.2} × the broker alone, the most any gateway between two of its topics can carry here.",
+                 reading; at that cost one core, all a one-thread broker uses, carries {:.0} readings/s, \
+                 {:.2} × the broker alone: the ceiling of a gateway whose MQTT traffic costs the broker \
+                 what the relay's does.",
                 ceiling.payload_bytes,
                 ceiling.broker_cpu_us_per_message,
                 ceiling.per_second,
