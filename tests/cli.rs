@@ -6,6 +6,7 @@
 mod harness;
 
 use harness::rule_module;
+use rulegate::loadgen::process_tree;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -321,7 +322,8 @@ fn cli_bench_stopped_by_sigterm_stops_its_broker_and_peers() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let started = children_of(bench.id());
+    // What the bench started: the tree less the bench itself.
+    let started = process_tree(bench.id())[1..].to_vec();
     assert_eq!(started.len(), 2, "Mosquitto and the peer: {started:?}");
 
     harness::send_signal(bench.id(), "TERM");
@@ -338,20 +340,6 @@ fn cli_bench_stopped_by_sigterm_stops_its_broker_and_peers() {
     assert!(stderr.contains("bench stopped by a signal"), "{stderr}");
     assert!(left.is_empty(), "still running after the bench: {left:?}");
     assert!(!out.path().join("reports").exists(), "no report is written");
-}
-
-/// The processes `pid` started, from all of its threads.
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flat_map(|task| {
-            std::fs::read_to_string(task.unwrap().path().join("children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(|child| child.parse().unwrap())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }
 
 /// Whether process `pid` exists and has not ended (a zombie has).

@@ -14,7 +14,7 @@ mod relay;
 mod traffic;
 
 pub use broker::BrokerKind;
-pub use cpu::process_cpu_time;
+pub use cpu::{process_cpu_time, process_tree};
 pub use peer::PeerCommand;
 
 use crate::config::GatewayConfig;
