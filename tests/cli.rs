@@ -331,10 +331,8 @@ fn cli_bench_stopped_by_sigterm_stops_its_broker_and_peers() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
     let left: Vec<u32> = started.into_iter().filter(|pid| running(*pid)).collect();
-    for pid in &left {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+    for &pid in &left {
+        harness::send_signal(pid, "KILL");
     }
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("bench stopped by a signal"), "{stderr}");
